@@ -1,0 +1,166 @@
+"""Run the whole product on this machine, end to end, and show the result.
+
+Starts the Firestore server, the AssemblyAI stand-in and both functions on
+loopback ports; uploads a shipped sample meeting to AssemblyAI's upload
+endpoint; submits it through submit_transcription exactly as a user would;
+waits on a Firestore listener until the meeting's document is final;
+prints the action items and the document; stops everything it started.
+
+With ASSEMBLYAI_API_KEY and a public WEBHOOK_URL (a tunnel to the webhook
+port) in the environment, the same run uses the real AssemblyAI instead of
+the stand-in (Firestore stays local).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from local import stack as local_stack  # noqa: E402
+
+SAMPLES = local_stack.LOCAL / "samples"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    samples = sorted(p.stem for p in SAMPLES.glob("*.wav"))
+    parser.add_argument(
+        "--sample",
+        default="weekly-sync",
+        choices=samples or None,
+        help="shipped sample meeting to submit",
+    )
+    parser.add_argument(
+        "--audio-url", help="submit this recording URL instead of uploading a sample"
+    )
+    parser.add_argument(
+        "--answer-format",
+        default=None,
+        help="how the readable list is written (default: bullet points)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the meeting (default 60 locally, 900 against AssemblyAI)",
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=None,
+        help="port of the webhook function (the one your tunnel forwards to)",
+    )
+    parser.add_argument("--logs", type=Path, default=None, help="directory for the processes' logs")
+    return parser.parse_args()
+
+
+def wait_for_final(doc_ref, timeout: float) -> dict:
+    """Block on a Firestore listener (no polling) until the meeting is final."""
+    done = threading.Event()
+    latest: dict = {}
+
+    def on_snapshot(snapshots, _changes, _read_time) -> None:
+        for snap in snapshots:
+            if snap.exists:
+                data = snap.to_dict()
+                if data.get("status") != latest.get("status"):
+                    print(f"  status: {data.get('status')}", flush=True)
+                latest.clear()
+                latest.update(data)
+                if data.get("status") in ("completed", "error"):
+                    done.set()
+
+    watch = doc_ref.on_snapshot(on_snapshot)
+    try:
+        if not done.wait(timeout):
+            raise SystemExit(
+                f"the meeting did not finish within {timeout:.0f} s (last status: {latest.get('status')})"
+            )
+    finally:
+        watch.unsubscribe()
+    return dict(latest)
+
+
+def main() -> int:
+    args = parse_args()
+    real = bool(os.environ.get("ASSEMBLYAI_API_KEY") and os.environ.get("WEBHOOK_URL"))
+    timeout = args.timeout or (900 if real else 60)
+    with local_stack.Stack(args.logs) as stack:
+        print(f"logs: {stack.log_dir}")
+        stack.start_firestore()
+        hook_port = args.webhook_port or local_stack.free_port()
+        if real:
+            print("using the real AssemblyAI (ASSEMBLYAI_API_KEY and WEBHOOK_URL are set)")
+            env = stack._base_env()
+            env.update(
+                GOOGLE_CLOUD_PROJECT=stack.project,
+                FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{stack.firestore.port}",
+                ASSEMBLYAI_API_KEY=os.environ["ASSEMBLYAI_API_KEY"],
+                WEBHOOK_URL=os.environ["WEBHOOK_URL"],
+                WEBHOOK_SECRET=os.environ.get("WEBHOOK_SECRET") or stack.webhook_secret,
+            )
+            api = env.get("ASSEMBLYAI_BASE_URL") or (
+                "https://api.eu.assemblyai.com"
+                if env.get("ASSEMBLYAI_REGION") == "eu"
+                else "https://api.assemblyai.com"
+            )
+            api_key = env["ASSEMBLYAI_API_KEY"]
+        else:
+            stack.start_standin()
+            env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/")
+            api, api_key = stack.standin.url, stack.api_key
+        stack.start_function("assemblyai_webhook", env, hook_port)
+        submit = stack.start_function("submit_transcription", env)
+        print(f"webhook function: http://127.0.0.1:{hook_port}/   submit function: {submit.url}/")
+
+        audio_url = args.audio_url
+        if not audio_url:
+            sample = SAMPLES / f"{args.sample}.wav"
+            with sample.open("rb") as f:
+                answer = requests.post(
+                    f"{api}/v2/upload", data=f, headers={"Authorization": api_key}, timeout=120
+                )
+            answer.raise_for_status()
+            audio_url = answer.json()["upload_url"]
+            print(f"uploaded sample {sample.name} to AssemblyAI's upload storage")
+
+        body = {"audio_url": audio_url, "metadata": {"source": "./dev run", "sample": args.sample}}
+        if args.answer_format:
+            body["answer_format"] = args.answer_format
+        answer = requests.post(submit.url, json=body, timeout=60)
+        print(f"submit_transcription answered {answer.status_code}: {answer.text.strip()}")
+        if answer.status_code != 202:
+            return 1
+        accepted = answer.json()
+
+        os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
+        from google.cloud import firestore
+
+        db = firestore.Client(project=stack.project)
+        started = time.monotonic()
+        document = wait_for_final(db.document(accepted["document"]), timeout)
+        print(f"finished in {time.monotonic() - started:.1f} s\n")
+
+        if document.get("status") == "completed":
+            print("Action items:")
+            print(document.get("action_items_text", ""))
+        else:
+            print(f"The meeting failed at {document.get('error_stage')}: {document.get('error')}")
+        print(f"\nFirestore document {accepted['document']}:")
+        print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+        return 0 if document.get("status") == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

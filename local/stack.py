@@ -1,0 +1,230 @@
+"""Start and stop the local stack: the Firestore server, the AssemblyAI
+stand-in and the functions, each a real process on a loopback port.
+
+Used by the tests, the run command and the benchmarks, so all three run
+the product the same way. Every process started here is stopped by
+Stack.close() (also on errors and Ctrl-C), and its output goes to a log
+file under the stack's directory for post-mortems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "local"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Return once something accepts connections on the port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+class Process:
+    """One child process with its log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path, port: int):
+        self.name = name
+        self.args = args
+        self.env = env
+        self.port = port
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> Process:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a signal to the group reaches workers too
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, self.proc, timeout)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        """Die at once, mid-request, as a crashed instance does."""
+        self.stop(signal.SIGKILL)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Stack:
+    """The emulator, the stand-in and any number of function processes."""
+
+    def __init__(self, log_dir: Path | None = None, project: str = "demo-meeting-actions"):
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="meeting-actions-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.project = project
+        self.processes: list[Process] = []
+        self.firestore: Process | None = None
+        self.standin: Process | None = None
+        self.api_key = "local-test-key-" + os.urandom(8).hex()
+        self.webhook_secret = "local-webhook-secret-" + os.urandom(8).hex()
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSEMBLYAI_", "WEBHOOK_"))}
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], port: int, timeout: float = 30
+    ) -> Process:
+        proc = Process(name, args, env, self.log_dir, port)
+        self.processes.append(proc)
+        return proc.start(timeout)
+
+    def start_firestore(self, port: int | None = None) -> Process:
+        port = port or free_port()
+        self.firestore = self._spawn(
+            "firestore",
+            ["node", str(LOCAL / "firestore" / "server.mjs"), str(port)],
+            self._base_env(),
+            port,
+        )
+        return self.firestore
+
+    def start_standin(self, port: int | None = None, *options: str) -> Process:
+        port = port or free_port()
+        env = self._base_env()
+        env["PYTHONPATH"] = str(LOCAL)
+        args = [
+            sys.executable,
+            "-m",
+            "assemblyai_standin",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            self.api_key,
+            *options,
+        ]
+        self.standin = self._spawn("assemblyai-standin", args, env, port)
+        return self.standin
+
+    def function_env(self, **overrides: str) -> dict[str, str]:
+        """The environment a deployed function would get, pointed at the stand-ins."""
+        assert self.firestore and self.standin, "start the emulator and the stand-in first"
+        env = self._base_env()
+        env.update(
+            GOOGLE_CLOUD_PROJECT=self.project,
+            FIRESTORE_EMULATOR_HOST=f"127.0.0.1:{self.firestore.port}",
+            ASSEMBLYAI_API_KEY=self.api_key,
+            WEBHOOK_SECRET=self.webhook_secret,
+            ASSEMBLYAI_BASE_URL=self.standin.url,
+            LLM_GATEWAY_BASE_URL=f"{self.standin.url}/v1",
+        )
+        env.update(overrides)
+        return env
+
+    def start_function(
+        self,
+        target: str,
+        env: dict[str, str],
+        port: int | None = None,
+        signature_type: str | None = None,
+        name: str | None = None,
+    ) -> Process:
+        port = port or free_port()
+        args = [
+            str(VENV_BIN / "functions-framework"),
+            "--target",
+            target,
+            "--source",
+            str(ROOT / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        if signature_type:
+            args += ["--signature-type", signature_type]
+        return self._spawn(name or target, args, env, port)
+
+    def restart(self, proc: Process) -> Process:
+        proc.stop()
+        return proc.start()
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def pipeline_stack(
+    log_dir: Path | None = None, standin_options: tuple[str, ...] = (), **env: str
+) -> Iterator[tuple[Stack, Process, Process]]:
+    """Emulator, stand-in, webhook and submit function, wired together."""
+    with Stack(log_dir) as stack:
+        stack.start_firestore()
+        stack.start_standin(None, *standin_options)
+        hook_port = free_port()
+        fn_env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", **env)
+        webhook = stack.start_function("assemblyai_webhook", fn_env, hook_port)
+        submit = stack.start_function("submit_transcription", fn_env)
+        yield stack, submit, webhook
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    response = requests.get(url, timeout=timeout)
+    response.raise_for_status()
+    return response.json()

@@ -1,0 +1,190 @@
+"""The action-item prompt, its JSON schema, and parsing of the answer.
+
+The transcript itself never passes through the function: the LLM Gateway
+puts its text where the exact placeholder `{{ transcript }}` stands. The
+model is asked for structured output, but the parser copes with a model
+that answers in plain text or is cut off at max_tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+PLACEHOLDER = "{{ transcript }}"
+DEFAULT_ANSWER_FORMAT = "bullet points"
+
+SYSTEM_PROMPT = (
+    "You read meeting transcripts and list the action items agreed in them. "
+    "An action item is a concrete task someone committed to or was asked to "
+    "do. Only list tasks that were actually said in the meeting; never invent "
+    "tasks, owners or dates. Write each task succinctly, starting with a verb."
+)
+
+USER_PROMPT = """Here is the transcript of a meeting:
+
+<transcript>
+{placeholder}
+</transcript>
+
+List the meeting's action items.
+- Each item must trace back to something said in the transcript.
+- "owner": the person responsible, by name as said in the meeting, or null if no one was named.
+- "due": when it is due, in the meeting's own words (for example "Friday"), or null if no time was said.
+- "formatted": the same items as readable text, written as {answer_format}.
+If there are no action items, return an empty list and say so in "formatted"."""
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "action_items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "due": {"type": ["string", "null"]},
+                },
+                "required": ["text", "owner", "due"],
+                "additionalProperties": False,
+            },
+        },
+        "formatted": {"type": "string"},
+    },
+    "required": ["action_items", "formatted"],
+    "additionalProperties": False,
+}
+
+
+def request_body(
+    transcript_id: str, model: str, answer_format: str, max_tokens: int
+) -> dict[str, Any]:
+    """The chat-completions body asking for one meeting's action items."""
+    # Strip braces so a caller's answer_format cannot add a second placeholder.
+    answer_format = answer_format.replace("{", "").replace("}", "")
+    return {
+        "model": model,
+        "transcript_id": transcript_id,
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": USER_PROMPT.format(placeholder=PLACEHOLDER, answer_format=answer_format),
+            },
+        ],
+        "max_tokens": max_tokens,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "action_items", "schema": SCHEMA, "strict": True},
+        },
+    }
+
+
+@dataclasses.dataclass
+class ActionItems:
+    items: list[dict[str, str]]
+    text: str
+    # "json": the schema was followed; "salvaged": cut off at max_tokens and
+    # the complete items kept; "plain_text": the model ignored the schema.
+    parsed_as: str
+    note: str | None = None
+
+
+_NONE_WORDS = {"", "none", "null", "n/a", "na", "unknown", "unassigned", "tbd", "-"}
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
+
+
+def parse(content: str, finish_reason: str | None) -> ActionItems:
+    """Turn the model's answer into items and readable text."""
+    content = (content or "").strip()
+    cut = finish_reason == "length"
+    data = _load_json(content)
+    if isinstance(data, dict) and isinstance(data.get("action_items"), list):
+        items = _clean_items(data["action_items"])
+        text = data.get("formatted")
+        if not isinstance(text, str) or not text.strip():
+            text = render(items)
+        return ActionItems(items, text.strip(), "json")
+    if _FENCE.sub("", content).lstrip().startswith("{"):
+        items = _salvage(content)
+        reason = "cut off at max_tokens" if cut else "not valid JSON"
+        note = f"The model's answer was {reason}; kept the {len(items)} complete item(s)."
+        return ActionItems(items, render(items), "salvaged", note)
+    items = _from_plain_text(content)
+    note = "The model answered in plain text instead of the requested JSON."
+    if cut:
+        note += " It was cut off at max_tokens."
+    return ActionItems(items, content or render(items), "plain_text", note)
+
+
+def render(items: list[dict[str, str]]) -> str:
+    """Bullet points, for when the model gave no readable list of its own."""
+    if not items:
+        return "No action items."
+    lines = []
+    for item in items:
+        extra = ", ".join(
+            v for v in (item.get("owner"), item.get("due") and f"due {item['due']}") if v
+        )
+        lines.append(f"- {item['text']}" + (f" ({extra})" if extra else ""))
+    return "\n".join(lines)
+
+
+def _load_json(content: str) -> Any:
+    try:
+        return json.loads(_FENCE.sub("", content))
+    except ValueError:
+        return None
+
+
+def _clean_items(raw: list[Any]) -> list[dict[str, str]]:
+    items = []
+    for entry in raw:
+        if isinstance(entry, str):
+            entry = {"text": entry}
+        if not isinstance(entry, dict):
+            continue
+        text = entry.get("text") or entry.get("task") or entry.get("description")
+        if not isinstance(text, str) or not text.strip():
+            continue
+        item = {"text": " ".join(text.split())}
+        for key in ("owner", "due"):
+            value = entry.get(key)
+            if isinstance(value, str) and value.strip().lower() not in _NONE_WORDS:
+                item[key] = " ".join(value.split())
+        items.append(item)
+    return items
+
+
+def _salvage(content: str) -> list[dict[str, str]]:
+    """The complete objects of a JSON answer cut off in its items array."""
+    start = content.find("[", content.find('"action_items"'))
+    if start < 0:
+        return []
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    pos = start + 1
+    while True:
+        while pos < len(content) and content[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            obj, pos = decoder.raw_decode(content, pos)
+        except ValueError:
+            break
+        found.append(obj)
+    return _clean_items(found)
+
+
+def _from_plain_text(content: str) -> list[dict[str, str]]:
+    items = []
+    for line in content.splitlines():
+        match = _BULLET.match(line)
+        if match:
+            text = match.group(1).strip().strip("*").strip()
+            if text:
+                items.append({"text": text})
+    return items

@@ -1,0 +1,150 @@
+"""AssemblyAI: the transcript API and the LLM Gateway, over plain HTTP.
+
+Only the calls the product makes. Every failure becomes an ApiError whose
+message is AssemblyAI's own words (from any of its error envelopes), never
+the API key.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import IO, Any
+
+import requests
+
+from . import transport
+from .config import Config
+
+# Statuses that say "not now" rather than "never".
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """AssemblyAI refused or failed a call."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status  # None: no HTTP answer at all
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again later (rate limit, server trouble, no answer)."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+
+def _headers(cfg: Config) -> dict[str, str]:
+    return {"Authorization": cfg.api_key, "User-Agent": "meeting-actions/1"}
+
+
+def error_message(response: requests.Response) -> str:
+    """AssemblyAI's message from whichever error envelope it used.
+
+    The transcript API sends {"error": "..."}; the gateway sends
+    {"error": {"code", "message"}}, {"message", "code", ...} or, for a bad
+    key, {"error": "...", "status": "error"}.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            message = err.get("message")
+        elif isinstance(err, str):
+            message = err
+        if not message and isinstance(body.get("message"), str):
+            message = body["message"]
+    if not message:
+        text = (response.text or "").strip()
+        message = text[:300] if text and not text.startswith("<") else response.reason
+    return f"{response.status_code} {message or 'error'}"
+
+
+def _call(
+    cfg: Config, method: str, url: str, deadline: float, read_timeout: float, **kw: Any
+) -> Any:
+    try:
+        response = transport.request(
+            method, url, deadline=deadline, read_timeout=read_timeout, **kw
+        )
+    except transport.TransportError as exc:
+        raise ApiError(_scrub(cfg, str(exc))) from None
+    if response.status_code >= 300:
+        raise ApiError(_scrub(cfg, error_message(response)), response.status_code)
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError("AssemblyAI answered with a body that is not JSON", 502) from None
+
+
+def _scrub(cfg: Config, message: str) -> str:
+    """Belt and braces: no message leaves this module carrying the key."""
+    return message.replace(cfg.api_key, "***") if cfg.api_key else message
+
+
+def submit_transcript(cfg: Config, params: dict[str, Any], timeout: float = 30) -> dict:
+    """Create a transcription job; AssemblyAI calls the webhook when done."""
+    return _call(
+        cfg,
+        "POST",
+        f"{cfg.api_base_url}/v2/transcript",
+        time.monotonic() + timeout,
+        read_timeout=20,
+        json=params,
+        headers=_headers(cfg),
+        # A second POST after a lost answer would start a second job.
+        resend_if_maybe_sent=False,
+        retry_statuses=transport.NOT_PROCESSED_STATUSES,
+    )
+
+
+def get_transcript(cfg: Config, transcript_id: str, timeout: float = 15) -> dict:
+    """The transcript object: status, error message, duration, language."""
+    return _call(
+        cfg,
+        "GET",
+        f"{cfg.api_base_url}/v2/transcript/{requests.utils.quote(transcript_id)}",
+        time.monotonic() + timeout,
+        read_timeout=10,
+        headers=_headers(cfg),
+    )
+
+
+def upload(cfg: Config, stream: IO[bytes], timeout: float = 3000) -> str:
+    """Stream bytes to AssemblyAI's private upload storage; return its URL."""
+    body = _call(
+        cfg,
+        "POST",
+        f"{cfg.api_base_url}/v2/upload",
+        time.monotonic() + timeout,
+        read_timeout=300,
+        data=stream,
+        headers={**_headers(cfg), "Content-Type": "application/octet-stream"},
+        attempts=1,  # a consumed stream cannot be sent again
+    )
+    url = body.get("upload_url") if isinstance(body, dict) else None
+    if not isinstance(url, str):
+        raise ApiError("AssemblyAI's upload answer has no upload_url", 502)
+    return url
+
+
+def chat_completion(cfg: Config, body: dict[str, Any], deadline: float) -> dict:
+    """One LLM Gateway completion, retried on 429/5xx until `deadline`.
+
+    A request that may have reached the gateway without an answer (read
+    timeout) is not resent: a second successful completion is paid twice.
+    """
+    return _call(
+        cfg,
+        "POST",
+        f"{cfg.gateway_base_url}/chat/completions",
+        deadline,
+        read_timeout=cfg.gateway_timeout,
+        json=body,
+        headers=_headers(cfg),
+        attempts=4,
+        resend_if_maybe_sent=False,
+    )

@@ -1,0 +1,114 @@
+"""Settings, read once from the environment.
+
+Every function reads the same variables; each checks only the ones it needs,
+so a missing variable is named in the error instead of surfacing later as a
+confusing failure upstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+US_API = "https://api.assemblyai.com"
+EU_API = "https://api.eu.assemblyai.com"
+US_GATEWAY = "https://llm-gateway.assemblyai.com/v1"
+EU_GATEWAY = "https://llm-gateway.eu.assemblyai.com/v1"
+
+# A current model on the gateway's list with no retirement notice (the
+# original recipe's claude-sonnet-4-5-20250929 is retired on 2026-11-30).
+DEFAULT_LLM_MODEL = "claude-sonnet-4-6"
+
+# The header AssemblyAI sends back to the webhook, carrying WEBHOOK_SECRET.
+WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    api_key: str
+    webhook_url: str
+    webhook_secret: str
+    collection: str
+    llm_model: str
+    llm_max_tokens: int
+    speech_models: tuple[str, ...]
+    api_base_url: str
+    gateway_base_url: str
+    region: str
+    # How long one caller may hold a meeting's generation before another may
+    # take over. Longer than the longest the webhook can run (its function
+    # timeout), so a live holder is never overtaken.
+    claim_seconds: float
+    # Transient gateway failures (5xx, timeouts) tolerated before a meeting
+    # ends in error; 429s never count, they only delay.
+    max_generation_attempts: int
+    gateway_timeout: float
+    max_body_bytes: int
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError naming every listed setting that is empty."""
+        missing = [ENV_NAMES[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError("missing environment variable(s): " + ", ".join(missing))
+
+
+ENV_NAMES = {
+    "api_key": "ASSEMBLYAI_API_KEY",
+    "webhook_url": "WEBHOOK_URL",
+    "webhook_secret": "WEBHOOK_SECRET",
+    "collection": "FIRESTORE_COLLECTION",
+    "llm_model": "LLM_MODEL",
+}
+
+
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def from_env(env: dict[str, str]) -> Config:
+    """Build a Config from a mapping of environment variables."""
+    region = env.get("ASSEMBLYAI_REGION", "us").strip().lower() or "us"
+    if region not in ("us", "eu"):
+        raise ConfigError(f"ASSEMBLYAI_REGION must be 'us' or 'eu', got {region!r}")
+    eu = region == "eu"
+    models = env.get("SPEECH_MODELS", "")
+    return Config(
+        api_key=env.get("ASSEMBLYAI_API_KEY", "").strip(),
+        webhook_url=env.get("WEBHOOK_URL", "").strip(),
+        webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
+        collection=env.get("FIRESTORE_COLLECTION", "").strip() or "meetings",
+        llm_model=env.get("LLM_MODEL", "").strip() or DEFAULT_LLM_MODEL,
+        llm_max_tokens=int(_number(env, "LLM_MAX_TOKENS", 4000)),
+        speech_models=tuple(m.strip() for m in models.split(",") if m.strip()),
+        api_base_url=(
+            env.get("ASSEMBLYAI_BASE_URL", "").strip() or (EU_API if eu else US_API)
+        ).rstrip("/"),
+        gateway_base_url=(
+            env.get("LLM_GATEWAY_BASE_URL", "").strip() or (EU_GATEWAY if eu else US_GATEWAY)
+        ).rstrip("/"),
+        region=region,
+        claim_seconds=_number(env, "CLAIM_SECONDS", 600),
+        max_generation_attempts=int(_number(env, "MAX_GENERATION_ATTEMPTS", 5)),
+        gateway_timeout=_number(env, "LLM_TIMEOUT_SECONDS", 240),
+        max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 64 * 1024)),
+    )
+
+
+@functools.cache
+def get() -> Config:
+    """The process's settings, read on first use and then kept."""
+    return from_env(dict(os.environ))

@@ -1,0 +1,132 @@
+"""Outgoing HTTP: one pooled session per process, explicit timeouts, and
+bounded retries with backoff that honour Retry-After.
+
+A retry never outlives the caller's deadline: the webhook must not hold a
+meeting's claim past its expiry, and a retry that cannot finish in time is
+worse than an honest failure the caller can report or hand back.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import random
+import time
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+CONNECT_TIMEOUT = 5.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Statuses after which the request is known not to have been acted on, so
+# even a non-idempotent POST (creating a transcript) can be sent again.
+NOT_PROCESSED_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class TransportError(Exception):
+    """No HTTP answer at all (connection refused, reset, timed out)."""
+
+
+@functools.cache
+def session() -> requests.Session:
+    """The process's pooled session, created on first use and reused."""
+    s = requests.Session()
+    # Sized for the webhook's 80 concurrent requests on one instance.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=100, max_retries=0)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    return s
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The Retry-After header in seconds (number or HTTP date), if any."""
+    raw = response.headers.get("Retry-After", "").strip()
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    read_timeout: float,
+    attempts: int = 3,
+    retry_statuses: frozenset[int] = RETRY_STATUSES,
+    resend_if_maybe_sent: bool = True,
+    **kwargs: Any,
+) -> requests.Response:
+    """Send a request, retrying transient failures until `deadline`.
+
+    `deadline` is a time.monotonic() value. Returns the last response, which
+    may be an error status the caller maps; raises TransportError when no
+    answer came at all. With `resend_if_maybe_sent` false, a request that
+    may have reached the server (a read timeout, a reset connection) is not
+    sent again: creating a transcript twice, or paying for a second LLM
+    answer, is worse than reporting the failure.
+    """
+    last_error: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.5:
+            break
+        timeout = (min(CONNECT_TIMEOUT, remaining), min(read_timeout, remaining))
+        try:
+            response = session().request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            last_error = exc
+            if not resend_if_maybe_sent and _maybe_sent(exc):
+                break
+            wait = _backoff(attempt)
+        else:
+            if response.status_code not in retry_statuses or attempt == attempts:
+                return response
+            hinted = retry_after_seconds(response)
+            wait = hinted if hinted is not None else _backoff(attempt)
+            if time.monotonic() + wait >= deadline - 0.5:
+                return response
+            response.close()
+            last_error = None
+        if time.monotonic() + wait >= deadline - 0.5:
+            break
+        time.sleep(wait)
+    if last_error is None:
+        raise TransportError(f"no answer from {_host(url)} before the deadline")
+    raise TransportError(f"{_host(url)} did not answer: {_describe(last_error)}")
+
+
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether the server may have received (and acted on) the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ConnectionError):
+        reason = str(exc)
+        return not any(s in reason for s in ("NewConnectionError", "Connection refused"))
+    return True
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped at 8 s."""
+    return random.uniform(0, min(8.0, 0.5 * 2 ** (attempt - 1))) + 0.1
+
+
+def _host(url: str) -> str:
+    return requests.utils.urlparse(url).netloc or url
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    return type(exc).__name__
