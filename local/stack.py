@@ -228,3 +228,42 @@ def get_json(url: str, timeout: float = 10) -> dict:
     response = requests.get(url, timeout=timeout)
     response.raise_for_status()
     return response.json()
+
+
+class StandInControl:
+    """The AssemblyAI stand-in's control API (not part of AssemblyAI's)."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/") + "/_standin"
+
+    def _post(self, path: str, body: dict | None = None) -> dict:
+        response = requests.post(self.url + path, json=body or {}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        self._post("/reset")
+
+    def configure(self, **settings: float) -> None:
+        self._post("/config", settings)
+
+    def fault(self, **rule: object) -> None:
+        self._post("/faults", {"rules": [rule]})
+
+    def clear_faults(self) -> None:
+        requests.delete(self.url + "/faults", timeout=10).raise_for_status()
+
+    def transcript(self, transcript_id: str) -> dict:
+        return get_json(f"{self.url}/transcripts/{transcript_id}")
+
+    def deliver(self, transcript_id: str, copies: int = 1, body: dict | None = None) -> dict:
+        payload: dict = {"copies": copies}
+        if body is not None:
+            payload["body"] = body
+        return self._post(f"/transcripts/{transcript_id}/deliver", payload)
+
+    def requests(self) -> list[dict]:
+        return get_json(self.url + "/requests")["requests"]
+
+    def stats(self) -> dict:
+        return get_json(self.url + "/stats")

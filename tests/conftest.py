@@ -1,0 +1,157 @@
+"""The local stack for the tests: one Firestore server and one AssemblyAI
+stand-in for the session, and function processes per configuration, all
+real servers on loopback ports, all stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from local import stack as local_stack
+
+SAMPLES = local_stack.LOCAL / "samples"
+
+# AssemblyAI's delivery policy with shorter gaps, so retries fit in a test.
+STANDIN_OPTIONS = (
+    "--transcription-seconds", "0.2",
+    "--webhook-timeout", "10",
+    "--webhook-interval", "0.5",
+    "--webhook-attempts", "10",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_stack.Stack]:
+    with local_stack.Stack(tmp_path_factory.mktemp("stack-logs")) as s:
+        s.start_firestore()
+        s.start_standin(None, *STANDIN_OPTIONS)
+        os.environ["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{s.firestore.port}"
+        os.environ["GOOGLE_CLOUD_PROJECT"] = s.project
+        yield s
+
+
+class Functions:
+    """A submit and a webhook function sharing one configuration."""
+
+    def __init__(self, stack: local_stack.Stack, env: dict[str, str]):
+        hook_port = local_stack.free_port()
+        self.env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", **env)
+        self.collection = self.env.get("FIRESTORE_COLLECTION", "meetings")
+        name = "-".join(f"{k}={v}" for k, v in sorted(env.items())) or "default"
+        self.webhook = stack.start_function(
+            "assemblyai_webhook", self.env, hook_port, name=f"webhook-{name}"
+        )
+        self.submit = stack.start_function("submit_transcription", self.env, name=f"submit-{name}")
+
+    def submit_json(self, body: dict, **kw) -> requests.Response:
+        return requests.post(self.submit.url, json=body, timeout=30, **kw)
+
+    def call_webhook(self, body, secret: str | None, **kw) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if secret is not None:
+            headers["X-Webhook-Secret"] = secret
+        data = body if isinstance(body, (bytes, str)) else None
+        return requests.post(
+            self.webhook.url,
+            json=None if data is not None else body,
+            data=data,
+            headers=headers,
+            timeout=30,
+            **kw,
+        )
+
+
+@pytest.fixture(scope="session")
+def make_functions(stack: local_stack.Stack) -> Callable[..., Functions]:
+    """Function processes per configuration, started once and reused."""
+    started: dict[tuple, Functions] = {}
+
+    def make(**env: str) -> Functions:
+        key = tuple(sorted(env.items()))
+        if key not in started:
+            started[key] = Functions(stack, env)
+        return started[key]
+
+    return make
+
+
+@pytest.fixture
+def functions(make_functions) -> Functions:
+    return make_functions()
+
+
+@pytest.fixture
+def standin(stack: local_stack.Stack) -> Iterator[local_stack.StandInControl]:
+    control = local_stack.StandInControl(stack.standin.url)
+    control.clear_faults()
+    yield control
+    control.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def db(stack):
+    from google.cloud import firestore
+
+    return firestore.Client(project=stack.project)
+
+
+def upload_sample(stack: local_stack.Stack, name: str = "weekly-sync") -> str:
+    """Upload a shipped sample to the stand-in, as the run command does."""
+    with (SAMPLES / f"{name}.wav").open("rb") as f:
+        answer = requests.post(
+            f"{stack.standin.url}/v2/upload",
+            data=f,
+            headers={"Authorization": stack.api_key},
+            timeout=30,
+        )
+    answer.raise_for_status()
+    return answer.json()["upload_url"]
+
+
+def wait_for_document(db, path: str, statuses=("completed", "error"), timeout: float = 60) -> dict:
+    """Wait on a Firestore listener until the document reaches a status."""
+    reached = threading.Event()
+    latest: dict = {}
+
+    def on_snapshot(snapshots, _changes, _read_time):
+        for snap in snapshots:
+            if snap.exists:
+                latest.clear()
+                latest.update(snap.to_dict())
+                if latest.get("status") in statuses:
+                    reached.set()
+
+    watch = db.document(path).on_snapshot(on_snapshot)
+    try:
+        assert reached.wait(timeout), f"{path} stayed {latest.get('status')!r} for {timeout} s"
+    finally:
+        watch.unsubscribe()
+    return dict(latest)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
+) -> object:
+    """Poll a cheap local condition (never an upstream API) until true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def process_logs(stack: local_stack.Stack) -> str:
+    return "\n".join(
+        Path(p.log_path).read_text(errors="replace")
+        for p in stack.processes
+        if Path(p.log_path).exists()
+    )
