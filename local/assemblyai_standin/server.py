@@ -1,0 +1,604 @@
+"""The stand-in's HTTP server: AssemblyAI's API on one loopback port.
+
+    /v2/upload, /v2/transcript, /v2/transcript/<id>   the transcript API
+    /v1/chat/completions, /v1/models                  the LLM Gateway
+    /_standin/...                                     control API for tests
+
+Webhooks are delivered with AssemblyAI's documented policy (a 2xx within
+the timeout, else retry after the interval, up to the attempt count; a 4xx
+stops), with timings configurable so tests stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+import requests
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from . import rules, spec
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+MODELS = (
+    "claude-sonnet-4-6", "claude-opus-4-6", "claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929",
+    "claude-sonnet-5", "gpt-4.1", "gpt-5", "gpt-5.1", "gpt-5.2", "gemini-2.5-flash", "gemini-2.5-pro",
+    "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
+)  # fmt: skip
+AUTH_ERROR = "Authentication error, API token missing/invalid"
+
+
+@dataclasses.dataclass
+class Settings:
+    transcription_seconds: float = 1.0
+    transcription_ratio: float = 0.0  # > 0: that fraction of the meeting's length
+    webhook_timeout: float = 10.0
+    webhook_interval: float = 10.0
+    webhook_attempts: float = 10
+    gateway_latency: float = 0.0
+    gateway_rpm: float = 30
+    gateway_window: float = 60.0
+
+
+def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
+
+
+def load_samples() -> dict[str, dict]:
+    samples = {}
+    for path in sorted(SAMPLES.glob("*.json")):
+        meeting = json.loads(path.read_text())
+        audio = path.with_suffix(".wav")
+        meeting["name"] = path.stem
+        meeting["sha256"] = (
+            hashlib.sha256(audio.read_bytes()).hexdigest() if audio.exists() else None
+        )
+        meeting["text"] = " ".join(u["text"] for u in meeting["utterances"])
+        samples[path.stem] = meeting
+    return samples
+
+
+class StandIn:
+    def __init__(self, api_key: str, settings: Settings | None = None):
+        self.api_key = api_key
+        self.settings = settings or Settings()
+        self.samples = load_samples()
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.transcripts: dict[str, dict] = {}
+            self.uploads: dict[str, bytes] = {}
+            self.log: list[dict] = []
+            self.faults: list[dict] = []
+            self.gateway_success: dict[str, int] = defaultdict(int)
+            self.windows: dict[str, deque] = defaultdict(deque)
+
+    # --- plumbing ---------------------------------------------------------
+
+    def base(self, request: Request) -> str:
+        return request.host_url.rstrip("/")
+
+    def fault(self, target: str, **match: Any) -> dict | None:
+        """The first matching fault rule, consumed once."""
+        with self.lock:
+            for rule in self.faults:
+                want = rule.get("match") or {}
+                if rule["target"] != target or rule.get("times", 1) == 0:
+                    continue
+                if "transcript_id" in want and want["transcript_id"] != match.get("transcript_id"):
+                    continue
+                if "audio_url_contains" in want and want["audio_url_contains"] not in (
+                    match.get("audio_url") or ""
+                ):
+                    continue
+                if rule.get("times", 1) > 0:
+                    rule["times"] = rule.get("times", 1) - 1
+                return dict(rule)
+        return None
+
+    def record(self, request: Request, status: int, **extra: Any) -> None:
+        with self.lock:
+            self.log.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "at": time.time(),
+                    **extra,
+                }
+            )
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            response = self.route(request)
+        except Exception as exc:  # noqa: BLE001 - a stand-in bug must still answer JSON
+            response = _json({"error": f"stand-in error: {exc!r}"}, 500)
+        return response(environ, start_response)
+
+    def route(self, request: Request) -> Response:
+        path, method = request.path.rstrip("/") or "/", request.method
+        if path.startswith("/_standin"):
+            return self.control(request, path[len("/_standin") :])
+        routes = {
+            "/v2/upload": ("POST", self.upload),
+            "/v2/transcript": ("POST", self.create_transcript),
+            "/v1/chat/completions": ("POST", self.chat),
+            "/v1/models": ("GET", self.models),
+        }
+        if path in routes:
+            allowed, handler = routes[path]
+            if method != allowed:
+                return _json({"error": f"Method {method} not allowed"}, 405)
+            return handler(request)
+        if path.startswith("/v2/transcript/") and method == "GET":
+            return self.get_transcript(request, path.rsplit("/", 1)[1])
+        if path.startswith("/cdn/upload/") and method == "GET":
+            data = self.uploads.get(path.rsplit("/", 1)[1])
+            return Response(data, 200) if data is not None else _json({"error": "Not found"}, 404)
+        return _json({"error": "Not found"}, 404)
+
+    # --- transcript API -----------------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        return request.headers.get("Authorization") == self.api_key
+
+    def upload(self, request: Request) -> Response:
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR}, 401)
+        rule = self.fault("upload")
+        if rule and rule["kind"] == "status":
+            self.record(request, rule["status"])
+            return _json({"error": rule.get("message", "Internal server error")}, rule["status"])
+        data = request.stream.read()
+        key = str(uuid.uuid4())
+        with self.lock:
+            self.uploads[key] = data
+        self.record(request, 200, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        return _json({"upload_url": f"{self.base(request)}/cdn/upload/{key}"})
+
+    def create_transcript(self, request: Request) -> Response:
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR}, 401)
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            self.record(request, 400, valid=False, validation_error="not a JSON object")
+            return _json({"error": "Request body must be a JSON object"}, 400)
+        problem = spec.problem(spec.transcript_params(), body)
+        redacted = {k: ("***" if k == "webhook_auth_header_value" else v) for k, v in body.items()}
+        if problem:
+            self.record(request, 400, valid=False, validation_error=problem, body=redacted)
+            return _json({"error": problem}, 400)
+        rule = self.fault("transcript_create", audio_url=body.get("audio_url"))
+        if rule and rule["kind"] == "status":
+            self.record(request, rule["status"], valid=True, body=redacted)
+            return _json({"error": rule.get("message", "Service unavailable")}, rule["status"])
+        tid = str(uuid.uuid4())
+        transcript = {
+            "id": tid,
+            "status": "queued",
+            "audio_url": body["audio_url"],
+            "text": None,
+            "words": None,
+            "utterances": None,
+            "audio_duration": None,
+            "confidence": None,
+            "error": None,
+            "language_code": body.get("language_code", "en_us"),
+            "speech_models": body.get("speech_models"),
+            "speaker_labels": body.get("speaker_labels", False),
+            "webhook_url": body.get("webhook_url"),
+            "webhook_auth": bool(body.get("webhook_auth_header_name")),
+            "webhook_auth_header_name": body.get("webhook_auth_header_name"),
+            "webhook_status_code": None,
+        }
+        internal = {
+            "transcript": transcript,
+            "auth_value": body.get("webhook_auth_header_value"),
+            "fail": rule.get(
+                "message", "Transcoding failed. File does not appear to contain audio."
+            )
+            if rule and rule["kind"] == "fail_transcript"
+            else None,
+            "attempts": [],
+            "webhook_finished": False,
+            "audio_sha256": None,
+            "audio_size": None,
+        }
+        with self.lock:
+            self.transcripts[tid] = internal
+        self.record(request, 200, valid=True, body=redacted, transcript_id=tid)
+        threading.Thread(
+            target=self.transcribe, args=(tid, self.base(request)), daemon=True
+        ).start()
+        return _json(transcript)
+
+    def get_transcript(self, request: Request, tid: str) -> Response:
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR}, 401)
+        rule = self.fault("transcript_get", transcript_id=tid)
+        if rule and rule["kind"] == "status":
+            self.record(request, rule["status"], transcript_id=tid)
+            return _json({"error": rule.get("message", "Service unavailable")}, rule["status"])
+        internal = self.transcripts.get(tid)
+        if internal is None:
+            self.record(request, 400, transcript_id=tid)
+            return _json({"error": "Transcript lookup error, transcript id not found"}, 400)
+        self.record(request, 200, transcript_id=tid)
+        return _json(internal["transcript"])
+
+    def fetch_audio(self, url: str, base: str) -> bytes:
+        marker = "/cdn/upload/"
+        if url.startswith(base + marker):
+            data = self.uploads.get(url.rsplit("/", 1)[1])
+            if data is None:
+                raise ValueError(f"Download error, unable to download {url}")
+            return data
+        try:
+            response = requests.get(url, timeout=30)
+        except requests.RequestException:
+            raise ValueError(
+                f"Download error, unable to download {url}. Please make sure the file exists and is accessible from the internet."
+            ) from None
+        if response.status_code >= 400:
+            raise ValueError(
+                f"Download error, unable to download {url}. Got status {response.status_code}."
+            )
+        return response.content
+
+    def transcribe(self, tid: str, base: str) -> None:
+        internal = self.transcripts[tid]
+        t = internal["transcript"]
+        t["status"] = "processing"
+        sample = None
+        try:
+            data = self.fetch_audio(t["audio_url"], base)
+            internal["audio_sha256"] = hashlib.sha256(data).hexdigest()
+            internal["audio_size"] = len(data)
+            stem = t["audio_url"].split("?")[0].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            sample = next(
+                (s for s in self.samples.values() if s["sha256"] == internal["audio_sha256"]), None
+            )
+            sample = sample or self.samples.get(stem)
+            if sample is None:
+                raise ValueError(
+                    "Transcoding failed. File does not appear to contain audio. File type is application/octet-stream (data)."
+                )
+            if internal["fail"]:
+                raise ValueError(internal["fail"])
+            s = self.settings
+            time.sleep(
+                s.transcription_ratio * sample["audio_duration"]
+                if s.transcription_ratio > 0
+                else s.transcription_seconds
+            )
+            t.update(
+                status="completed",
+                text=sample["text"],
+                words=[
+                    {"text": w, "start": 0, "end": 0, "confidence": 0.9}
+                    for w in sample["text"].split()[:50]
+                ],
+                utterances=[{**u, "confidence": 0.9} for u in sample["utterances"]]
+                if t["speaker_labels"]
+                else None,
+                audio_duration=sample["audio_duration"],
+                language_code=t["language_code"] or sample.get("language_code", "en_us"),
+                confidence=0.93,
+            )
+        except ValueError as exc:
+            time.sleep(
+                self.settings.transcription_seconds
+                if not self.settings.transcription_ratio
+                else 0.1
+            )
+            t.update(status="error", error=str(exc))
+        if t["webhook_url"]:
+            self.deliver_with_policy(tid)
+
+    # --- webhook delivery ---------------------------------------------------
+
+    def post_webhook(self, tid: str, body: dict | None = None) -> int | str:
+        internal = self.transcripts[tid]
+        t = internal["transcript"]
+        headers = {}
+        if t["webhook_auth_header_name"]:
+            headers[t["webhook_auth_header_name"]] = internal["auth_value"] or ""
+        payload = body if body is not None else {"transcript_id": tid, "status": t["status"]}
+        try:
+            response = requests.post(
+                t["webhook_url"],
+                json=payload,
+                headers=headers,
+                timeout=self.settings.webhook_timeout,
+            )
+            code: int | str = response.status_code
+        except requests.Timeout:
+            code = "timeout"
+        except requests.RequestException:
+            code = "connection error"
+        with self.lock:
+            internal["attempts"].append({"at": time.time(), "result": code})
+            if isinstance(code, int):
+                t["webhook_status_code"] = code
+        return code
+
+    def concurrently(self, tid: str, copies: int, body: dict | None = None) -> list:
+        barrier = threading.Barrier(copies)
+        results: list = [None] * copies
+
+        def one(i: int) -> None:
+            barrier.wait()
+            results[i] = self.post_webhook(tid, body)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(copies)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return results
+
+    def deliver_with_policy(self, tid: str) -> None:
+        internal = self.transcripts[tid]
+        rule = self.fault("webhook", transcript_id=tid)
+        copies = int(rule.get("copies", 2)) if rule and rule["kind"] == "duplicate" else 1
+        for attempt in range(int(self.settings.webhook_attempts)):
+            codes = self.concurrently(tid, copies) if copies > 1 else [self.post_webhook(tid)]
+            copies = 1
+            ints = [c for c in codes if isinstance(c, int)]
+            if any(200 <= c < 300 for c in ints) or any(400 <= c < 500 for c in ints):
+                break
+            if attempt + 1 < self.settings.webhook_attempts:
+                time.sleep(self.settings.webhook_interval)
+        internal["webhook_finished"] = True
+
+    # --- LLM Gateway --------------------------------------------------------
+
+    def chat(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR, "status": "error", "request_id": request_id}, 401)
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            self.record(request, 400, valid=False, validation_error="not a JSON object")
+            return _json(
+                {
+                    "error": {
+                        "code": 400,
+                        "message": "Request body must be a JSON object",
+                        "metadata": {},
+                    }
+                },
+                400,
+            )
+        problem = spec.problem(spec.gateway_request(), body)
+        tid = body.get("transcript_id")
+        if problem:
+            self.record(request, 400, valid=False, validation_error=problem, transcript_id=tid)
+            return _json({"error": {"code": 400, "message": problem, "metadata": {}}}, 400)
+        model = body["model"]
+        if model not in MODELS:
+            self.record(request, 400, valid=True, transcript_id=tid)
+            return _json(
+                {
+                    "error": {
+                        "code": 400,
+                        "message": f"Model {model} is not supported",
+                        "metadata": {},
+                    }
+                },
+                400,
+            )
+        limited = self.rate_limit(model)
+        if limited:
+            self.record(request, 429, valid=True, transcript_id=tid)
+            return limited
+        rule = self.fault("gateway", transcript_id=tid)
+        if rule and rule["kind"] == "delay":
+            time.sleep(float(rule.get("seconds", 1)))
+        if rule and rule["kind"] == "status":
+            status = int(rule["status"])
+            headers = {"Retry-After": str(rule["retry_after"])} if "retry_after" in rule else {}
+            message = rule.get(
+                "message", "Rate limit exceeded" if status == 429 else "Upstream provider error"
+            )
+            if rule.get("envelope", "flat" if status == 429 else "spec") == "flat":
+                payload = {
+                    "message": message,
+                    "code": status,
+                    "request_id": request_id,
+                    "metadata": {},
+                }
+            else:
+                payload = {"error": {"code": status, "message": message, "metadata": {}}}
+            self.record(request, status, valid=True, transcript_id=tid)
+            return _json(payload, status, headers)
+        messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
+        substituted, text = False, ""
+        if tid is not None:
+            internal = self.transcripts.get(tid)
+            if internal is None:
+                self.record(request, 404, valid=True, transcript_id=tid)
+                return _json(
+                    {
+                        "error": {
+                            "code": 404,
+                            "message": f"Transcript {tid} not found",
+                            "metadata": {},
+                        }
+                    },
+                    404,
+                )
+            if internal["transcript"]["status"] != "completed":
+                self.record(request, 400, valid=True, transcript_id=tid)
+                return _json(
+                    {
+                        "error": {
+                            "code": 400,
+                            "message": "Transcript is not completed",
+                            "metadata": {},
+                        }
+                    },
+                    400,
+                )
+            text = internal["transcript"]["text"]
+            for message in messages:
+                content = message.get("content")
+                if isinstance(content, str) and "{{ transcript }}" in content:
+                    message["content"] = content.replace("{{ transcript }}", text, 1)
+                    substituted = True
+                    break
+        time.sleep(self.settings.gateway_latency)
+        source = text if substituted else ""
+        kind = rule["kind"] if rule else None
+        if kind == "plain_text":
+            content = "Here are the action items:\n\n" + rules.answer(source, None)
+        else:
+            content = rules.answer(source, body.get("response_format"))
+        if kind == "invalid_json":
+            content = content[: max(1, len(content) * 2 // 3)]
+        finish = "stop"
+        max_tokens = int(body.get("max_tokens") or 1000)
+        words = content.split(" ")
+        if math.ceil(len(words) * 1.3) > max_tokens:
+            content = " ".join(words[: int(max_tokens / 1.3)])
+            finish = "length"
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+        usage_in, usage_out = math.ceil(prompt_words * 1.3), math.ceil(len(content.split()) * 1.3)
+        with self.lock:
+            if tid:
+                self.gateway_success[tid] += 1
+        self.record(request, 200, valid=True, transcript_id=tid, substituted=substituted)
+        return _json(
+            {
+                "request_id": request_id,
+                "model": model,
+                "system_fingerprint": "assemblyai-standin-rules",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": {
+                    "input_tokens": usage_in,
+                    "output_tokens": usage_out,
+                    "total_tokens": usage_in + usage_out,
+                    "prompt_tokens": usage_in,
+                    "completion_tokens": usage_out,
+                },
+            },
+            headers={"X-AssemblyAI-StandIn": "deterministic-rules"},
+        )
+
+    def rate_limit(self, model: str) -> Response | None:
+        """A sliding window of gateway_rpm requests per gateway_window seconds."""
+        now = time.monotonic()
+        s = self.settings
+        with self.lock:
+            window = self.windows[model]
+            while window and window[0] <= now - s.gateway_window:
+                window.popleft()
+            if len(window) < s.gateway_rpm:
+                window.append(now)
+                return None
+            wait = max(1, math.ceil(window[0] + s.gateway_window - now))
+        headers = {
+            "Retry-After": str(wait),
+            "X-RateLimit-Limit": str(int(s.gateway_rpm)),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(wait),
+        }
+        body = {
+            "message": "Rate limit exceeded",
+            "code": 429,
+            "request_id": str(uuid.uuid4()),
+            "metadata": {"limit": int(s.gateway_rpm)},
+        }
+        return _json(body, 429, headers)
+
+    def models(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return _json({"error": AUTH_ERROR, "status": "error"}, 401)
+        return _json({"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
+
+    # --- control API --------------------------------------------------------
+
+    def control(self, request: Request, path: str) -> Response:
+        body = request.get_json(silent=True) or {}
+        if path == "/reset" and request.method == "POST":
+            self.reset()
+            return _json({"ok": True})
+        if path == "/config" and request.method == "POST":
+            for key, value in body.items():
+                if hasattr(self.settings, key):
+                    setattr(self.settings, key, float(value))
+            return _json(dataclasses.asdict(self.settings))
+        if path == "/faults":
+            with self.lock:
+                if request.method == "DELETE":
+                    self.faults.clear()
+                elif request.method == "POST":
+                    self.faults.extend(dict(r) for r in body.get("rules", []))
+                return _json({"rules": self.faults})
+        if path == "/requests":
+            with self.lock:
+                return _json({"requests": list(self.log)})
+        if path == "/stats":
+            with self.lock:
+                by_path: dict[str, int] = defaultdict(int)
+                for entry in self.log:
+                    by_path[
+                        entry["path"]
+                        if not entry["path"].startswith("/v2/transcript/")
+                        else "/v2/transcript/{id}"
+                    ] += 1
+                return _json(
+                    {
+                        "gateway_success": dict(self.gateway_success),
+                        "gateway_total": by_path.get("/v1/chat/completions", 0),
+                        "requests_by_path": by_path,
+                    }
+                )
+        if path.startswith("/transcripts/"):
+            parts = path.split("/")
+            internal = self.transcripts.get(parts[2])
+            if internal is None:
+                return _json({"error": "unknown transcript"}, 404)
+            if len(parts) == 4 and parts[3] == "deliver":
+                codes = self.concurrently(parts[2], int(body.get("copies", 1)), body.get("body"))
+                return _json({"status_codes": codes})
+            view = {k: v for k, v in internal.items() if k != "auth_value"}
+            return _json(
+                {
+                    **view,
+                    "text": internal["transcript"]["text"],
+                    "status": internal["transcript"]["status"],
+                }
+            )
+        return _json({"error": "unknown control path"}, 404)
+
+
+def serve(host: str, port: int, api_key: str, settings: Settings) -> None:
+    server = make_server(host, port, StandIn(api_key, settings), threaded=True)
+    print(
+        json.dumps({"severity": "INFO", "message": f"AssemblyAI stand-in on http://{host}:{port}"}),
+        flush=True,
+    )
+    server.serve_forever()
