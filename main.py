@@ -76,3 +76,14 @@ def assemblyai_webhook(request: flask.Request) -> pipeline.Outcome:
         raise inputs.InvalidRequest(f"missing or wrong {WEBHOOK_SECRET_HEADER} header", 401)
     event = inputs.webhook_event(inputs.read_json(request, cfg.max_body_bytes))
     return pipeline.on_webhook(cfg, event, pipeline.hints_from_query(request.args))
+
+
+@functions_framework.http
+@_answers_json
+def recover_meetings(request: flask.Request) -> pipeline.Outcome:
+    """Called every minute by Cloud Scheduler: finish meetings stuck in
+    `generating` after AssemblyAI's webhook retries ran out."""
+    if request.method != "POST":
+        raise inputs.InvalidRequest(f"method {request.method} not allowed, use POST", 405)
+    cfg = config.get()
+    return pipeline.recover(cfg, cfg.recovery_batch)

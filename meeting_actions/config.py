@@ -49,6 +49,9 @@ class Config:
     max_generation_attempts: int
     gateway_timeout: float
     max_body_bytes: int
+    # Meetings the scheduled recovery sweep takes per run: under the
+    # gateway's 30 requests per minute, leaving room for live webhooks.
+    recovery_batch: int
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed setting that is empty."""
@@ -105,6 +108,7 @@ def from_env(env: dict[str, str]) -> Config:
         max_generation_attempts=int(_number(env, "MAX_GENERATION_ATTEMPTS", 5)),
         gateway_timeout=_number(env, "LLM_TIMEOUT_SECONDS", 240),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 64 * 1024)),
+        recovery_batch=int(_number(env, "RECOVERY_BATCH", 20)),
     )
 
 

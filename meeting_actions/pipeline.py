@@ -476,3 +476,44 @@ def _fail(claim: _Claim, message: str, stage: str) -> Outcome:
     return Outcome(
         200, {"status": record.ERROR, "document": record.path(claim.cfg, claim.transcript_id)}
     )
+
+
+# --- recovery ---------------------------------------------------------------
+
+
+@firestore_guard
+def recover(cfg: Config, batch: int) -> Outcome:
+    """Finish meetings left in `generating` once AssemblyAI stopped retrying.
+
+    Called on a schedule. Takes meetings whose claim expired or was given
+    back (a dead instance, a gateway that failed or rate limited past
+    AssemblyAI's last delivery), at most `batch` per run so the sweep stays
+    under the gateway's rate limit, and stops early when the gateway says
+    it is still rate limiting. Each goes through the same claim as a
+    webhook delivery, so a sweep racing a delivery cannot double the work.
+    """
+    at = record.now()
+    waiting = []
+    for snap in record.stuck_generating(cfg, limit=batch * 10):
+        data = snap.to_dict()
+        gen = data.get("generation") or {}
+        not_before = gen.get("not_before")
+        if record.lease_is_live(data, at) or (
+            isinstance(not_before, dt.datetime) and not_before > at
+        ):
+            continue
+        waiting.append(snap.id)
+    results: dict[str, int] = {}
+    for tid in waiting[:batch]:
+        outcome = complete(cfg, tid, Hints())
+        results[tid] = outcome.status
+        if "rate limiting" in str(outcome.body.get("error", "")):
+            break
+    if results:
+        logs.info(
+            "recovery sweep",
+            recovered=sum(1 for s in results.values() if s == 200),
+            tried=len(results),
+            waiting=len(waiting),
+        )
+    return Outcome(200, {"waiting": len(waiting), "tried": len(results), "results": results})

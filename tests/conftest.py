@@ -49,6 +49,8 @@ class Functions:
             "assemblyai_webhook", self.env, hook_port, name=f"webhook-{name}"
         )
         self.submit = stack.start_function("submit_transcription", self.env, name=f"submit-{name}")
+        self.recover = stack.start_function("recover_meetings", self.env, name=f"recover-{name}")
+        self.stack = stack
 
     def submit_json(self, body: dict, **kw) -> requests.Response:
         return requests.post(self.submit.url, json=body, timeout=30, **kw)
