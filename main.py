@@ -13,8 +13,9 @@ from typing import Any
 
 import flask
 import functions_framework
+from cloudevents.http import CloudEvent
 
-from meeting_actions import config, inputs, logs, pipeline
+from meeting_actions import config, inputs, logs, pipeline, uploads
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
 
 
@@ -87,3 +88,13 @@ def recover_meetings(request: flask.Request) -> pipeline.Outcome:
         raise inputs.InvalidRequest(f"method {request.method} not allowed, use POST", 405)
     cfg = config.get()
     return pipeline.recover(cfg, cfg.recovery_batch)
+
+
+@functions_framework.cloud_event
+def transcribe_uploaded_audio(cloud_event: CloudEvent) -> None:
+    """Triggered by google.cloud.storage.object.v1.finalized on the bucket.
+
+    Returns to acknowledge (done, skipped, or malformed: retrying would not
+    help); raises to have Eventarc deliver the event again.
+    """
+    uploads.on_object_finalized(config.get(), cloud_event["type"], cloud_event.get_data())

@@ -52,6 +52,13 @@ class Config:
     # Meetings the scheduled recovery sweep takes per run: under the
     # gateway's 30 requests per minute, leaving room for live webhooks.
     recovery_batch: int
+    # The storage trigger: which objects are meetings, and how AssemblyAI
+    # gets their audio ("signed_url", or "upload" to stream it through).
+    audio_prefix: str
+    max_audio_bytes: int
+    audio_delivery: str
+    signed_url_seconds: int
+    max_event_age: int
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed setting that is empty."""
@@ -82,6 +89,13 @@ def _number(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def from_env(env: dict[str, str]) -> Config:
     """Build a Config from a mapping of environment variables."""
     region = env.get("ASSEMBLYAI_REGION", "us").strip().lower() or "us"
@@ -109,6 +123,11 @@ def from_env(env: dict[str, str]) -> Config:
         gateway_timeout=_number(env, "LLM_TIMEOUT_SECONDS", 240),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 64 * 1024)),
         recovery_batch=int(_number(env, "RECOVERY_BATCH", 20)),
+        audio_prefix=env.get("AUDIO_PREFIX", ""),
+        max_audio_bytes=int(_number(env, "MAX_AUDIO_BYTES", 5 * 1000**3)),
+        audio_delivery=_choice(env, "AUDIO_DELIVERY", ("signed_url", "upload")),
+        signed_url_seconds=int(_number(env, "SIGNED_URL_SECONDS", 24 * 3600)),
+        max_event_age=int(_number(env, "MAX_EVENT_AGE_SECONDS", 3 * 24 * 3600)),
     )
 
 
