@@ -23,6 +23,8 @@ from pathlib import Path
 
 import requests
 
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no gRPC chatter when the emulator stops
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from local import stack as local_stack  # noqa: E402
@@ -61,6 +63,11 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="port of the webhook function (the one your tunnel forwards to)",
     )
+    parser.add_argument(
+        "--upload",
+        action="store_true",
+        help="instead of a URL, upload the sample to a local Cloud Storage bucket and let transcribe_uploaded_audio start the meeting",
+    )
     parser.add_argument("--logs", type=Path, default=None, help="directory for the processes' logs")
     return parser.parse_args()
 
@@ -98,7 +105,9 @@ def main() -> int:
     timeout = args.timeout or (900 if real else 60)
     with local_stack.Stack(args.logs) as stack:
         print(f"logs: {stack.log_dir}")
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", stack.project)
         stack.start_firestore()
+        os.environ["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{stack.firestore.port}"
         hook_port = args.webhook_port or local_stack.free_port()
         if real:
             print("using the real AssemblyAI (ASSEMBLYAI_API_KEY and WEBHOOK_URL are set)")
@@ -124,6 +133,13 @@ def main() -> int:
         submit = stack.start_function("submit_transcription", env)
         print(f"webhook function: http://127.0.0.1:{hook_port}/   submit function: {submit.url}/")
 
+        from google.cloud import firestore
+
+        if args.upload:
+            tid = upload_to_bucket(stack, env, SAMPLES / f"{args.sample}.wav")
+            db = firestore.Client(project=stack.project)
+            return show(db, f"{env.get('FIRESTORE_COLLECTION', 'meetings')}/{tid}", timeout)
+
         audio_url = args.audio_url
         if not audio_url:
             sample = SAMPLES / f"{args.sample}.wav"
@@ -144,22 +160,82 @@ def main() -> int:
             return 1
         accepted = answer.json()
 
-        os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
-        from google.cloud import firestore
-
         db = firestore.Client(project=stack.project)
-        started = time.monotonic()
-        document = wait_for_final(db.document(accepted["document"]), timeout)
-        print(f"finished in {time.monotonic() - started:.1f} s\n")
+        return show(db, accepted["document"], timeout)
 
-        if document.get("status") == "completed":
-            print("Action items:")
-            print(document.get("action_items_text", ""))
-        else:
-            print(f"The meeting failed at {document.get('error_stage')}: {document.get('error')}")
-        print(f"\nFirestore document {accepted['document']}:")
-        print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
-        return 0 if document.get("status") == "completed" else 1
+
+def show(db, path: str, timeout: float) -> int:
+    """Wait for the meeting, then print its action items and document."""
+    started = time.monotonic()
+    document = wait_for_final(db.document(path), timeout)
+    print(f"finished in {time.monotonic() - started:.1f} s\n")
+    if document.get("status") == "completed":
+        print("Action items:")
+        print(document.get("action_items_text", ""))
+    else:
+        print(f"The meeting failed at {document.get('error_stage')}: {document.get('error')}")
+    print(f"\nFirestore document {path}:")
+    print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+    return 0 if document.get("status") == "completed" else 1
+
+
+def upload_to_bucket(stack: local_stack.Stack, env: dict, sample: Path) -> str:
+    """The storage path: a bucket in gcp-storage-emulator, a real CloudEvent."""
+    from cloudevents.conversion import to_structured
+    from cloudevents.http import CloudEvent
+    from google.cloud import firestore, storage
+
+    port = local_stack.free_port()
+    gcs_bin = str(local_stack.VENV_BIN / "gcp-storage-emulator")
+    stack._spawn(
+        "gcs",
+        [gcs_bin, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        stack._base_env(),
+        port,
+    )
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    key_file = stack.log_dir / "signing-key.json"
+    key_file.write_text(json.dumps(local_stack.service_account_key(stack.project)))
+    fn_env = dict(
+        env,
+        STORAGE_EMULATOR_HOST=os.environ["STORAGE_EMULATOR_HOST"],
+        GOOGLE_APPLICATION_CREDENTIALS=str(key_file),
+    )
+    fn = stack.start_function("transcribe_uploaded_audio", fn_env, signature_type="cloudevent")
+
+    bucket = storage.Client(project=stack.project).create_bucket("local-meeting-recordings")
+    blob = bucket.blob(f"recordings/{sample.name}")
+    blob.upload_from_filename(str(sample), content_type="audio/wav")
+    blob.reload()
+    print(
+        f"uploaded {sample.name} to gs://{bucket.name}/{blob.name} (generation {blob.generation})"
+    )
+    data = {
+        "bucket": bucket.name,
+        "name": blob.name,
+        "generation": str(blob.generation),
+        "size": str(blob.size),
+        "contentType": blob.content_type,
+    }
+    event = CloudEvent(
+        {
+            "type": "google.cloud.storage.object.v1.finalized",
+            "source": f"//storage.googleapis.com/projects/_/buckets/{bucket.name}",
+        },
+        data,
+    )
+    headers, body = to_structured(event)
+    answer = requests.post(fn.url, data=body, headers=headers, timeout=60)
+    print(f"transcribe_uploaded_audio answered {answer.status_code}")
+    answer.raise_for_status()
+    db = firestore.Client(project=stack.project)
+    uploads = db.collection(f"{env.get('FIRESTORE_COLLECTION', 'meetings')}-uploads")
+    claims = [
+        s.to_dict()
+        for s in uploads.stream()
+        if s.to_dict().get("uri") == f"gs://{bucket.name}/{blob.name}"
+    ]
+    return claims[0]["transcript_id"]
 
 
 if __name__ == "__main__":

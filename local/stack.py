@@ -267,3 +267,24 @@ class StandInControl:
 
     def stats(self) -> dict:
         return get_json(self.url + "/stats")
+
+
+def service_account_key(project: str) -> dict:
+    """A service account key made on the spot, so URLs are signed for real
+    (with no network, it can sign but never fetch a token)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "local",
+        "private_key": pem.decode(),
+        "client_email": f"meeting-actions@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "http://127.0.0.1:9/token",
+    }

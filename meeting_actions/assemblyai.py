@@ -22,10 +22,11 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 class ApiError(Exception):
     """AssemblyAI refused or failed a call."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.status = status  # None: no HTTP answer at all
+        self.retry_after = retry_after  # seconds, from the Retry-After header
 
     @property
     def transient(self) -> bool:
@@ -73,7 +74,11 @@ def _call(
     except transport.TransportError as exc:
         raise ApiError(_scrub(cfg, str(exc))) from None
     if response.status_code >= 300:
-        raise ApiError(_scrub(cfg, error_message(response)), response.status_code)
+        raise ApiError(
+            _scrub(cfg, error_message(response)),
+            response.status_code,
+            transport.retry_after_seconds(response),
+        )
     try:
         return response.json()
     except ValueError:
@@ -147,4 +152,6 @@ def chat_completion(cfg: Config, body: dict[str, Any], deadline: float) -> dict:
         headers=_headers(cfg),
         attempts=4,
         resend_if_maybe_sent=False,
+        # A long rate-limit wait is better spent with the claim given back.
+        max_wait=5,
     )

@@ -455,8 +455,9 @@ def _gateway_failed(claim: _Claim, exc: assemblyai.ApiError) -> Outcome:
     message = f"LLM Gateway: {exc.message}"
     if exc.status == 429:
         logs.warning("the LLM Gateway is rate limiting, will try later", tid)
-        claim.release(message, count_attempt=False, retry_after=RETRY_AFTER)
-        return _busy("the LLM Gateway is rate limiting, try again later")
+        wait = min(max(exc.retry_after or RETRY_AFTER, 1), 300)
+        claim.release(message, count_attempt=False, retry_after=wait)
+        return _busy("the LLM Gateway is rate limiting, try again later", wait)
     if exc.transient:
         attempts = int(claim.generation.get("attempts") or 0) + 1
         if attempts < claim.cfg.max_generation_attempts:

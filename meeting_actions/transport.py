@@ -64,6 +64,7 @@ def request(
     attempts: int = 3,
     retry_statuses: frozenset[int] = RETRY_STATUSES,
     resend_if_maybe_sent: bool = True,
+    max_wait: float = 30.0,
     **kwargs: Any,
 ) -> requests.Response:
     """Send a request, retrying transient failures until `deadline`.
@@ -73,7 +74,9 @@ def request(
     answer came at all. With `resend_if_maybe_sent` false, a request that
     may have reached the server (a read timeout, a reset connection) is not
     sent again: creating a transcript twice, or paying for a second LLM
-    answer, is worse than reporting the failure.
+    answer, is worse than reporting the failure. A Retry-After longer than
+    `max_wait` returns the answer at once: the caller can hand the work
+    back instead of holding a thread asleep.
     """
     last_error: Exception | None = None
     for attempt in range(1, attempts + 1):
@@ -93,7 +96,7 @@ def request(
                 return response
             hinted = retry_after_seconds(response)
             wait = hinted if hinted is not None else _backoff(attempt)
-            if time.monotonic() + wait >= deadline - 0.5:
+            if wait > max_wait or time.monotonic() + wait >= deadline - 0.5:
                 return response
             response.close()
             last_error = None

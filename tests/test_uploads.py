@@ -21,29 +21,10 @@ FINALIZED = "google.cloud.storage.object.v1.finalized"
 
 
 @pytest.fixture(scope="session")
-def signing_key(tmp_path_factory) -> str:
+def signing_key(stack, tmp_path_factory) -> str:
     """A service account key made here, so URLs are signed for real."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     path = tmp_path_factory.mktemp("key") / "sa.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "demo-meeting-actions",
-                "private_key_id": "local",
-                "private_key": pem.decode(),
-                "client_email": "meeting-actions@demo-meeting-actions.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": "http://127.0.0.1:9/token",
-            }
-        )
-    )
+    path.write_text(json.dumps(local_stack.service_account_key(stack.project)))
     return str(path)
 
 
