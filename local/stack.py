@@ -102,6 +102,10 @@ class Process:
 class Stack:
     """The emulator, the stand-in and any number of function processes."""
 
+    # Every stack made in this process, so a test session can check that
+    # none of their secrets ever reached a log.
+    instances: list[Stack] = []
+
     def __init__(self, log_dir: Path | None = None, project: str = "demo-meeting-actions"):
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="meeting-actions-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,7 @@ class Stack:
         self.standin: Process | None = None
         self.api_key = "local-test-key-" + os.urandom(8).hex()
         self.webhook_secret = "local-webhook-secret-" + os.urandom(8).hex()
+        Stack.instances.append(self)
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSEMBLYAI_", "WEBHOOK_"))}
