@@ -223,6 +223,8 @@ def record_transcription_error(cfg: Config, transcript_id: str, hints: Hints) ->
         except assemblyai.ApiError as exc:
             if exc.transient:
                 return _busy(f"could not read the transcript from AssemblyAI: {exc.message}")
+            if data is None:  # not a meeting of ours, nor one AssemblyAI knows
+                return Outcome(404, {"error": f"AssemblyAI: {exc.message}"})
             transcript = {"id": transcript_id, "error": f"AssemblyAI: {exc.message}"}
         fields = {
             "status": record.ERROR,

@@ -160,3 +160,35 @@ def process_logs(stack: local_stack.Stack) -> str:
         for p in stack.processes
         if Path(p.log_path).exists()
     )
+
+
+@pytest.fixture(scope="session")
+def storage_events_fn(stack, make_functions, tmp_path_factory):
+    """transcribe_uploaded_audio with no storage emulator: for events whose
+    objects need not exist."""
+    import json as _json
+
+    key = tmp_path_factory.mktemp("fuzz-key") / "sa.json"
+    key.write_text(_json.dumps(local_stack.service_account_key(stack.project)))
+    env = dict(
+        make_functions().env,
+        GOOGLE_APPLICATION_CREDENTIALS=str(key),
+        FIRESTORE_COLLECTION="fuzz-events",
+    )
+    return stack.start_function(
+        "transcribe_uploaded_audio", env, signature_type="cloudevent", name="storage-fuzz"
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log():
+    """After the whole session: no process log holds a key or a secret."""
+    yield
+    for s in local_stack.Stack.instances:
+        secrets = (s.api_key, s.webhook_secret)
+        for log in s.log_dir.glob("*.log"):
+            text = log.read_text(errors="replace")
+            leaked = [
+                n for n, v in zip(("API key", "webhook secret"), secrets, strict=True) if v in text
+            ]
+            assert not leaked, f"{log.name} contains the {', '.join(leaked)}"
