@@ -319,6 +319,7 @@ class StandIn:
         if t["webhook_auth_header_name"]:
             headers[t["webhook_auth_header_name"]] = internal["auth_value"] or ""
         payload = body if body is not None else {"transcript_id": tid, "status": t["status"]}
+        started = time.monotonic()
         try:
             response = requests.post(
                 t["webhook_url"],
@@ -332,7 +333,9 @@ class StandIn:
         except requests.RequestException:
             code = "connection error"
         with self.lock:
-            internal["attempts"].append({"at": time.time(), "result": code})
+            internal["attempts"].append(
+                {"at": time.time(), "result": code, "seconds": time.monotonic() - started}
+            )
             if isinstance(code, int):
                 t["webhook_status_code"] = code
         return code
