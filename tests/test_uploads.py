@@ -233,3 +233,35 @@ def test_assemblyai_5xx_raises_and_the_retried_event_succeeds_once(standin, gcs,
         assert send(storage_fn, event_data(blob)).status_code == 200
     accepted = [r for r in submissions_for(standin, "retry.wav") if r["status"] == 200]
     assert len(accepted) == 1
+
+
+def test_upload_mode_streams_the_object_to_assemblyai(
+    stack, make_functions, standin, db, gcs, signing_key
+):
+    """AUDIO_DELIVERY=upload: no signed URL; the object goes to /v2/upload."""
+    env = dict(
+        make_functions().env,
+        STORAGE_EMULATOR_HOST=os.environ["STORAGE_EMULATOR_HOST"],
+        GOOGLE_APPLICATION_CREDENTIALS=signing_key,
+        AUDIO_DELIVERY="upload",
+    )
+    fn = stack.start_function(
+        "transcribe_uploaded_audio", env, signature_type="cloudevent", name="storage-upload-mode"
+    )
+    audio = (SAMPLES / "launch-review.wav").read_bytes()
+    blob = upload(gcs, "recordings/streamed.wav", audio)
+    answer = send(fn, event_data(blob))
+    assert answer.status_code == 200, answer.text
+    uploads = [
+        r
+        for r in standin.requests()
+        if r["path"] == "/v2/upload" and r.get("sha256") == hashlib.sha256(audio).hexdigest()
+    ]
+    assert uploads, "the object's exact bytes reached /v2/upload"
+    tid = meeting_of(db, blob)["transcript_id"]
+    doc = wait_for_document(db, f"meetings/{tid}")
+    assert (
+        doc["status"] == "completed"
+        and doc["source"]["uri"] == f"gs://{BUCKET}/recordings/streamed.wav"
+    )
+    assert standin.transcript(tid)["audio_sha256"] == hashlib.sha256(audio).hexdigest()
