@@ -24,7 +24,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from bench import polling_recipe  # noqa: E402
+from bench import load, polling_recipe  # noqa: E402
 from local import stack as local_stack  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -170,6 +170,7 @@ def main() -> int:
     parser.add_argument("--poll-seconds", type=float, default=3)
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--skip-polling", action="store_true")
+    parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
 
     results: dict = {
@@ -196,6 +197,14 @@ def main() -> int:
     print(f"\nCold start, process start to first answer (median of {args.cold_starts}):")
     for label, seconds in results["cold_start_seconds"].items():
         print(f"  {label:40}{seconds * 1000:8.0f} ms  {seconds / floor:5.2f}x")
+    if not args.skip_load:
+        results["load"] = r = load.run()
+        print(
+            f"\nOne webhook instance, THREADS={r['threads']}, gateway {r['gateway_seconds']} s, {r['deliveries']} deliveries in flight:"
+        )
+        print(
+            f"  {r['ok']}/{r['deliveries']} answered 200 in {r['seconds']:.2f} s: {r['meetings_per_second']:.1f} meetings/s ({r['meetings_per_second'] / r['ideal_per_second']:.0%} of {r['ideal_per_second']:.0f}/s); peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     return 0
