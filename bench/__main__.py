@@ -71,6 +71,8 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
                 "requests": len(calls),
                 "polls": sum(1 for r in calls if r["method"] == "GET"),
                 "busy_seconds": submit_seconds + sum(a["seconds"] for a in attempts),
+                "submit_seconds": submit_seconds,
+                "webhook_seconds": sum(a["seconds"] for a in attempts),
             }
 
         def polling(_: int) -> dict:
@@ -82,10 +84,13 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
                 args.poll_seconds,
             )
 
+        before = stack.firestore_stats()
         with concurrent.futures.ThreadPoolExecutor(args.meetings * 2) as pool:
             mine = pool.map(ours, range(args.meetings))
             theirs = pool.map(polling, range(args.meetings))
             mine, theirs = list(mine), list(theirs)
+        after = stack.firestore_stats()
+        firestore_ops = {k: (after[k] - before[k]) / args.meetings for k in after}
 
     def summary(rows: list[dict]) -> dict:
         return {
@@ -96,7 +101,11 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
         "transcription_seconds": transcription,
         "gateway_seconds": args.gateway_seconds,
         "ours": summary(mine),
+        "ours_split": {
+            k: statistics.mean(r[k] for r in mine) for k in ("submit_seconds", "webhook_seconds")
+        },
         "polling": summary(theirs),
+        "firestore_per_meeting": firestore_ops,
     }
 
 
@@ -189,6 +198,9 @@ def main() -> int:
             print(
                 f"{name:28}{row['requests']:>24.1f}{row['polls']:>8.1f}{row['busy_seconds']:>18.2f}"
             )
+        print(
+            f"Firestore per meeting (ours): {p['firestore_per_meeting']}; busy split: {p['ours_split']}"
+        )
         print(
             f"{'polling / ours':28}{p['polling']['requests'] / p['ours']['requests']:>24.1f}{'':>8}{p['polling']['busy_seconds'] / p['ours']['busy_seconds']:>18.1f}"
         )

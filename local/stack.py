@@ -10,6 +10,7 @@ file under the stack's directory for post-mortems.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -132,13 +133,25 @@ class Stack:
 
     def start_firestore(self, port: int | None = None) -> Process:
         port = port or free_port()
+        env = dict(
+            self._base_env(), FIRESTORE_STATS_FILE=str(self.log_dir / "firestore-stats.json")
+        )
         self.firestore = self._spawn(
-            "firestore",
-            ["node", str(LOCAL / "firestore" / "server.mjs"), str(port)],
-            self._base_env(),
-            port,
+            "firestore", ["node", str(LOCAL / "firestore" / "server.mjs"), str(port)], env, port
         )
         return self.firestore
+
+    def firestore_stats(self) -> dict:
+        """Documents written, read by key, and queries run so far."""
+        path = self.log_dir / "firestore-stats.json"
+        path.unlink(missing_ok=True)
+        os.kill(self.firestore.proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 5
+        while not path.exists() or not path.read_text():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Firestore server wrote no stats")
+            time.sleep(0.02)
+        return json.loads(path.read_text())
 
     def start_standin(self, port: int | None = None, *options: str) -> Process:
         port = port or free_port()

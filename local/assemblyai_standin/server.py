@@ -72,6 +72,9 @@ class StandIn:
         self.api_key = api_key
         self.settings = settings or Settings()
         self.samples = load_samples()
+        # Parse the spec files now, not inside the first request they would slow down.
+        spec.transcript_params()
+        spec.gateway_request()
         self.lock = threading.Lock()
         self.reset()
 

@@ -13,6 +13,7 @@
 //     same millisecond cannot share an update time (which would let a stale
 //     precondition pass).
 // The same fix belongs upstream (github.com/YutaUra/firestore-emulator).
+import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
@@ -66,9 +67,33 @@ FirestoreState.prototype.writeV1Document = function (date, write) {
     lastDate = date;
   }
   date.setTime(lastTime);
-  checkUpdateTime(this, write);
-  return writeV1Document.call(this, date, write);
+  stats.writes += 1;
+  inWrite = true;
+  try {
+    checkUpdateTime(this, write);
+    return writeV1Document.call(this, date, write);
+  } finally {
+    inWrite = false;
+  }
 };
+
+// Operation counts for the benchmarks: documents written, documents read
+// by key, queries run. Written to $FIRESTORE_STATS_FILE on SIGUSR2.
+const stats = { writes: 0, reads: 0, queries: 0 };
+let inWrite = false;
+const getDocument = FirestoreState.prototype.getDocument;
+FirestoreState.prototype.getDocument = function (path) {
+  if (!inWrite) stats.reads += 1;
+  return getDocument.call(this, path);
+};
+const v1Query = FirestoreState.prototype.v1Query;
+FirestoreState.prototype.v1Query = function (...args) {
+  stats.queries += 1;
+  return v1Query.apply(this, args);
+};
+process.on("SIGUSR2", () => {
+  if (process.env.FIRESTORE_STATS_FILE) writeFileSync(process.env.FIRESTORE_STATS_FILE, JSON.stringify(stats));
+});
 
 const server = new FirestoreServer();
 const port = Number(process.argv[2] ?? process.env.PORT ?? 8080);
