@@ -50,13 +50,7 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
         env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/")
         stack.start_function("assemblyai_webhook", env, hook_port)
         submit = stack.start_function("submit_transcription", env)
-        with (local_stack.LOCAL / "samples" / "weekly-sync.wav").open("rb") as f:
-            audio = requests.post(
-                f"{stack.standin.url}/v2/upload",
-                data=f,
-                headers={"Authorization": stack.api_key},
-                timeout=30,
-            ).json()["upload_url"]
+        audio = stack.upload_sample()
 
         def ours(_: int) -> dict:
             started = time.monotonic()

@@ -45,13 +45,7 @@ def run(deliveries: int = 80, gateway_seconds: float = 2.0, threads: int = 80) -
         hook_port = local_stack.free_port()
         env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", THREADS=str(threads))
         submit = stack.start_function("submit_transcription", env)
-        with (local_stack.LOCAL / "samples" / "weekly-sync.wav").open("rb") as f:
-            audio = requests.post(
-                f"{stack.standin.url}/v2/upload",
-                data=f,
-                headers={"Authorization": stack.api_key},
-                timeout=30,
-            ).json()["upload_url"]
+        audio = stack.upload_sample()
         # Submitted while the webhook is down: their first delivery fails and
         # AssemblyAI (one attempt here) gives up, so all of them can be
         # delivered again at the same moment below.

@@ -172,6 +172,18 @@ class Stack:
         self.standin = self._spawn("assemblyai-standin", args, env, port)
         return self.standin
 
+    def upload_sample(self, name: str = "weekly-sync") -> str:
+        """Upload a shipped sample to the stand-in's /v2/upload; its upload_url."""
+        with (LOCAL / "samples" / f"{name}.wav").open("rb") as f:
+            answer = requests.post(
+                f"{self.standin.url}/v2/upload",
+                data=f,
+                headers={"Authorization": self.api_key},
+                timeout=30,
+            )
+        answer.raise_for_status()
+        return answer.json()["upload_url"]
+
     def function_env(self, **overrides: str) -> dict[str, str]:
         """The environment a deployed function would get, pointed at the stand-ins."""
         assert self.firestore and self.standin, "start the emulator and the stand-in first"

@@ -109,15 +109,7 @@ def db(stack):
 
 def upload_sample(stack: local_stack.Stack, name: str = "weekly-sync") -> str:
     """Upload a shipped sample to the stand-in, as the run command does."""
-    with (SAMPLES / f"{name}.wav").open("rb") as f:
-        answer = requests.post(
-            f"{stack.standin.url}/v2/upload",
-            data=f,
-            headers={"Authorization": stack.api_key},
-            timeout=30,
-        )
-    answer.raise_for_status()
-    return answer.json()["upload_url"]
+    return stack.upload_sample(name)
 
 
 def wait_for_document(db, path: str, statuses=("completed", "error"), timeout: float = 60) -> dict:
