@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import os
 import random
 import time
+import urllib.request
 from typing import Any
 
 import requests
@@ -32,6 +34,18 @@ class TransportError(Exception):
 def session() -> requests.Session:
     """The process's pooled session, created on first use and reused."""
     s = requests.Session()
+    # With trust_env on, requests scans the whole environment for proxy and
+    # CA settings on every request: a third of the webhook's CPU per meeting
+    # (bench/floor.py). The environment does not change while the process
+    # lives, so read it once here. Only a proxy with exceptions (NO_PROXY)
+    # or a ~/.netrc still needs requests' own per-request lookup.
+    proxies = {k: v for k, v in urllib.request.getproxies().items() if k != "no"}
+    no_proxy = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+    netrc = os.environ.get("NETRC") or os.path.exists(os.path.expanduser("~/.netrc"))
+    if not ((proxies and no_proxy) or netrc):
+        s.trust_env = False
+        s.proxies.update(proxies)
+        s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     # Sized for the webhook's 80 concurrent requests on one instance.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=100, max_retries=0)
     s.mount("https://", adapter)

@@ -1,0 +1,85 @@
+"""The outgoing HTTP session reads proxy settings from the environment once,
+at creation: a team behind an egress proxy must still get through it, and
+NO_PROXY exceptions must still be honoured."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from meeting_actions import transport
+
+
+class _Recorder(http.server.ThreadingHTTPServer):
+    """Answers every request with 200 and remembers its request line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                recorder.lines.append(self.requestline)
+                body = json.dumps({"ok": True}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Recorder, _Recorder]]:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy, direct = _Recorder(), _Recorder()
+    transport.session.cache_clear()
+    yield proxy, direct
+    transport.session.cache_clear()
+    proxy.shutdown()
+    direct.shutdown()
+    proxy.server_close()
+    direct.server_close()
+
+
+def _get(url: str) -> int:
+    return transport.request("GET", url, deadline=time.monotonic() + 10, read_timeout=5).status_code
+
+
+def test_requests_go_through_the_configured_proxy(servers, monkeypatch) -> None:
+    proxy, _ = servers
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    assert _get("http://assemblyai.invalid/v2/transcript/abc") == 200
+    assert proxy.lines == ["GET http://assemblyai.invalid/v2/transcript/abc HTTP/1.1"]
+
+
+def test_no_proxy_exceptions_are_honoured(servers, monkeypatch) -> None:
+    proxy, direct = servers
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _get(f"{direct.url}/v2/transcript/abc") == 200
+    assert direct.lines == ["GET /v2/transcript/abc HTTP/1.1"]
+    assert proxy.lines == []
+
+
+def test_without_a_proxy_requests_go_direct(servers) -> None:
+    proxy, direct = servers
+    assert _get(f"{direct.url}/v1/models") == 200
+    assert direct.lines == ["GET /v1/models HTTP/1.1"]
+    assert proxy.lines == []
