@@ -1,10 +1,16 @@
 """One webhook instance under load, served the way Cloud Functions serves
 it: gunicorn with the THREADS that deploy.sh sets (80), the gateway
-answering in 2 s, 80 deliveries in flight at once."""
+answering in 2 s, 80 deliveries in flight: first all 80 at the same instant
+(a burst), then 480 more with 80 always in flight (sustained)."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import queue
+import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -13,21 +19,62 @@ import requests
 from local import stack as local_stack
 
 
-def peak_rss_mib(pid: int) -> float:
-    """Peak resident memory (VmHWM) of a process and its children."""
-    total = 0
+def _family(pid: int) -> list[int]:
+    """A process and its direct children (gunicorn's master and worker)."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
+    return pids
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU time used so far by a process (and its children)."""
+    ticks = 0
+    for p in _family(pid) if children else [pid]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (VmHWM) of a process and its children."""
+    total = 0
+    for p in _family(pid):
         for line in Path(f"/proc/{p}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 total += int(line.split()[1])
     return total / 1024
 
 
-def run(deliveries: int = 80, gateway_seconds: float = 2.0, threads: int = 80) -> dict:
+def phase_timings(log: str) -> dict[str, dict[str, int]]:
+    """Each meeting's webhook phases, from its "action items written" line."""
+    timings = {}
+    for line in log.splitlines():
+        if line.startswith("{") and '"action items written"' in line:
+            entry = json.loads(line)
+            timings[entry["transcript_id"]] = entry["ms"]
+    return timings
+
+
+def summarize(rows: list[dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Median and 90th percentile of each phase, in ms."""
+    out = {}
+    for phase in rows[0] if rows else ():
+        values = sorted(r[phase] for r in rows)
+        out[phase] = {
+            "median": statistics.median(values),
+            "p90": values[int(len(values) * 0.9)],
+        }
+    return out
+
+
+def run(
+    in_flight: int = 80, sustained: int = 480, gateway_seconds: float = 2.0, threads: int = 80
+) -> dict:
+    """Two measurements on one warm instance: a burst of `in_flight`
+    deliveries arriving at the same instant, then `sustained` deliveries
+    with `in_flight` of them always in flight."""
     with local_stack.Stack() as stack:
         stack.start_firestore()
         stack.start_standin(
@@ -37,7 +84,7 @@ def run(deliveries: int = 80, gateway_seconds: float = 2.0, threads: int = 80) -
             "--webhook-attempts",
             "1",
             "--gateway-rpm",
-            "100000",
+            "1000000",
             "--gateway-latency",
             str(gateway_seconds),
         )
@@ -47,39 +94,151 @@ def run(deliveries: int = 80, gateway_seconds: float = 2.0, threads: int = 80) -
         submit = stack.start_function("submit_transcription", env)
         audio = stack.upload_sample()
         # Submitted while the webhook is down: their first delivery fails and
-        # AssemblyAI (one attempt here) gives up, so all of them can be
-        # delivered again at the same moment below.
-        tids = [
-            requests.post(submit.url, json={"audio_url": audio}, timeout=30).json()["transcript_id"]
-            for _ in range(deliveries + 1)
-        ]
-        deadline = time.monotonic() + 60
+        # AssemblyAI (one attempt here) gives up, so the bench can deliver
+        # them again when it chooses.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            tids = list(
+                pool.map(
+                    lambda _: requests.post(
+                        submit.url, json={"audio_url": audio}, timeout=30
+                    ).json()["transcript_id"],
+                    range(1 + in_flight + sustained),
+                )
+            )
+        deadline = time.monotonic() + 120
         while (
             not all(control.transcript(t)["webhook_finished"] for t in tids)
             and time.monotonic() < deadline
         ):
             time.sleep(0.2)
         webhook = stack.start_function("assemblyai_webhook", env, hook_port)
-        warm, tids = tids[0], tids[1:]
-        control.deliver(warm)  # a warm instance: clients made, modules loaded
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(deliveries) as pool:
-            codes = list(pool.map(lambda t: control.deliver(t)["status_codes"][0], tids))
-        elapsed = time.monotonic() - started
+        control.deliver(tids[0])  # a warm instance: clients made, modules loaded
+
+        procs = {
+            "webhook": webhook.proc.pid,
+            "AssemblyAI stand-in": stack.standin.proc.pid,
+            "Firestore server": stack.firestore.proc.pid,
+            "this driver": os.getpid(),
+        }
+
+        def cpu_now() -> dict[str, float]:
+            # The driver's children are the servers, counted on their own.
+            return {name: cpu_seconds(pid, name != "this driver") for name, pid in procs.items()}
+
+        # This driver plays AssemblyAI's delivery system: the same POST, to
+        # the same URL, with the same secret header, from 80 connections.
+        urls = {t: control.transcript(t)["transcript"]["webhook_url"] for t in tids}
+        local = threading.local()
+
+        def post(tid: str) -> tuple[int, float]:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.trust_env = False
+            started = time.monotonic()
+            answer = local.session.post(
+                urls[tid],
+                json={"transcript_id": tid, "status": "completed"},
+                headers={"X-Webhook-Secret": stack.webhook_secret},
+                timeout=60,
+            )
+            return answer.status_code, time.monotonic() - started
+
+        def deliver(batch: list[str], stagger: bool) -> dict:
+            """`in_flight` workers, each posting one delivery after another.
+
+            A burst starts them all at once. A sustained run staggers their
+            first posts over one gateway time, so arrivals are spread as
+            they would be with independent meetings, and counts the meetings
+            finished per second once all workers are busy, until the first
+            worker runs out of work.
+            """
+            todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+            for tid in batch:
+                todo.put(tid)
+            done: list[tuple[float, int, float]] = []  # finished at, status, seconds
+            drained: list[float] = []
+            cpu_before = cpu_now()
+            started = time.monotonic()
+            spacing = gateway_seconds / in_flight if stagger else 0.0
+
+            def worker(i: int) -> None:
+                time.sleep(i * spacing)
+                while True:
+                    try:
+                        tid = todo.get_nowait()
+                    except queue.Empty:
+                        drained.append(time.monotonic())
+                        return
+                    code, seconds = post(tid)
+                    done.append((time.monotonic(), code, seconds))
+
+            workers = [threading.Thread(target=worker, args=(i,)) for i in range(in_flight)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            elapsed = time.monotonic() - started
+            codes = [code for _, code, _ in done]
+            seen = sorted(seconds for _, _, seconds in done)
+            if stagger:
+                window = (started + 2 * gateway_seconds, min(drained))
+                finished = sum(1 for at, _, _ in done if window[0] < at <= window[1])
+                rate = finished / (window[1] - window[0])
+            else:
+                rate = len(batch) / elapsed
+            return {
+                "meetings": len(batch),
+                "ok": sum(1 for c in codes if c == 200),
+                "other_answers": [c for c in codes if c != 200],
+                "seconds": elapsed,
+                "meetings_per_second": rate,
+                "cpu_seconds": {k: v - cpu_before[k] for k, v in cpu_now().items()},
+                "delivery_ms": {
+                    "median": statistics.median(seen) * 1000,
+                    "p90": seen[int(len(seen) * 0.9)] * 1000,
+                },
+            }
+
+        burst = deliver(tids[1 : 1 + in_flight], stagger=False)
+        steady = deliver(tids[1 + in_flight :], stagger=True)
         rss = peak_rss_mib(webhook.proc.pid)
+        timings = phase_timings(webhook.logs())
+        for result, batch in ((burst, tids[1 : 1 + in_flight]), (steady, tids[1 + in_flight :])):
+            result["phases_ms"] = summarize([timings[t] for t in batch if t in timings])
     return {
-        "deliveries": deliveries,
+        "in_flight": in_flight,
         "threads": threads,
         "gateway_seconds": gateway_seconds,
-        "answered": len(codes),
-        "ok": sum(1 for c in codes if c == 200),
-        "other_answers": [c for c in codes if c != 200],
-        "seconds": elapsed,
-        "meetings_per_second": deliveries / elapsed,
-        "ideal_per_second": deliveries / gateway_seconds,
+        "ideal_per_second": in_flight / gateway_seconds,
+        "burst": burst,
+        "sustained": steady,
         "peak_rss_mib": rss,
     }
 
 
+def report(r: dict) -> None:
+    print(
+        f"\nOne webhook instance, THREADS={r['threads']}, gateway {r['gateway_seconds']} s, "
+        f"{r['in_flight']} deliveries in flight (ideal {r['ideal_per_second']:.0f} meetings/s):"
+    )
+    for name in ("burst", "sustained"):
+        b = r[name]
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in b["cpu_seconds"].items())
+        print(
+            f"  {name:10}{b['ok']}/{b['meetings']} answered 200 in {b['seconds']:.2f} s: "
+            f"{b['meetings_per_second']:.1f} meetings/s "
+            f"({b['meetings_per_second'] / r['ideal_per_second']:.0%}); CPU s: {cpu}"
+        )
+        phases = ", ".join(
+            f"{k} {v['median']:.0f}/{v['p90']:.0f}" for k, v in b["phases_ms"].items()
+        )
+        d = b["delivery_ms"]
+        print(
+            f"{'':12}delivery as AssemblyAI sees it, median/p90 ms: {d['median']:.0f}/{d['p90']:.0f}; "
+            f"inside the webhook: {phases}"
+        )
+    print(f"  peak RSS (gunicorn master + worker): {r['peak_rss_mib']:.0f} MiB")
+
+
 if __name__ == "__main__":
-    print(run())
+    report(run())

@@ -366,7 +366,8 @@ def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
     doc = record.path(cfg, tid)
     holder = uuid.uuid4().hex
     # The holder stops before its lease ends, so no one overtakes a live one.
-    stop_at = time.monotonic() + cfg.claim_seconds * 0.9 - 1
+    started = time.monotonic()
+    stop_at = started + cfg.claim_seconds * 0.9 - 1
     try:
         claim, refusal, transcript = _claim(cfg, tid, hints, holder)
     except assemblyai.ApiError as exc:
@@ -382,6 +383,7 @@ def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
         "claimed the generation of action items", tid, attempt=claim.generation.get("attempts")
     )
 
+    claimed = time.monotonic()
     if transcript is None:
         try:
             transcript = assemblyai.get_transcript(cfg, tid)
@@ -411,6 +413,7 @@ def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
     body = action_items.request_body(
         tid, cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT, cfg.llm_max_tokens
     )
+    asked = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=stop_at)
         choice = answer["choices"][0]
@@ -424,6 +427,7 @@ def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
             claim, assemblyai.ApiError("the LLM Gateway's answer has no message", 502)
         )
 
+    answered = time.monotonic()
     result = action_items.parse(content, choice.get("finish_reason"))
     usage = answer.get("usage") or {}
     fields = {
@@ -445,7 +449,20 @@ def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
         **facts,
     }
     if claim.finish(fields):
-        logs.info("action items written", tid, items=len(result.items), parsed_as=result.parsed_as)
+        # Where the webhook's time went, for anyone asking why a meeting was slow.
+        ms = {
+            "claim": claimed - started,
+            "transcript": asked - claimed,
+            "gateway": answered - asked,
+            "write": time.monotonic() - answered,
+        }
+        logs.info(
+            "action items written",
+            tid,
+            items=len(result.items),
+            parsed_as=result.parsed_as,
+            ms={k: round(v * 1000) for k, v in ms.items()},
+        )
     return Outcome(
         200, {"status": record.COMPLETED, "document": doc, "action_items": len(result.items)}
     )
