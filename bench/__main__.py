@@ -1,15 +1,19 @@
 """Benchmarks: what one meeting costs, ours against the polling recipe, and
-how fast each function starts against a hello-world floor.
+against a floor script making only the unavoidable calls, how fast each
+function starts against a hello-world function, one instance under load,
+and the dollars per meeting (see BENCHMARKS.md).
 
-    ./dev bench [--meetings 3] [--meeting-minutes 30] [--gateway-seconds 3] [--cold-starts 5]
+    ./dev bench [--meetings 3] [--meeting-minutes 30] [--gateway-seconds 3] [--growth] ...
 
-Prints a table and writes bench/results/latest.json. Figures, not
+Prints tables and writes bench/results/latest.json (growth.json with
+--growth). Figures, not
 assertions: nothing here fails because a number is high.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
@@ -24,14 +28,17 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from bench import load, polling_recipe  # noqa: E402
+from bench import cost, floor, load, polling_recipe  # noqa: E402
 from local import stack as local_stack  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLE_SECONDS = 1800  # the sample meeting's length, which the stand-in reports
 
 
-def compare_with_polling(args: argparse.Namespace) -> dict:
+def compare_with_polling(args: argparse.Namespace, meetings: int, polling: bool = True) -> dict:
+    """`meetings` meetings through our functions and, beside them, through the
+    polling recipe, against one stand-in. Meetings start `--start-interval`
+    apart (independent meetings do not arrive at the same instant)."""
     transcription = args.transcription_share * args.meeting_minutes * 60
     ratio = transcription / SAMPLE_SECONDS
     with local_stack.Stack() as stack:
@@ -43,33 +50,26 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
             "--gateway-latency",
             str(args.gateway_seconds),
             "--gateway-rpm",
-            "100000",
+            "1000000",
         )
         control = local_stack.StandInControl(stack.standin.url)
         hook_port = local_stack.free_port()
-        env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/")
+        # Served as deploy.sh serves it: 80 requests at once per instance.
+        env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", THREADS="80")
         stack.start_function("assemblyai_webhook", env, hook_port)
         submit = stack.start_function("submit_transcription", env)
         audio = stack.upload_sample()
+        session = requests.Session()
+        session.trust_env = False
 
-        def ours(_: int) -> dict:
+        def ours(i: int) -> tuple[str, float]:
+            time.sleep(i * args.start_interval)
             started = time.monotonic()
-            answer = requests.post(submit.url, json={"audio_url": audio}, timeout=60)
-            submit_seconds = time.monotonic() - started
-            tid = answer.json()["transcript_id"]
-            while not control.transcript(tid)["webhook_finished"]:
-                time.sleep(0.5)  # the benchmark's own bookkeeping, not the product's
-            attempts = control.transcript(tid)["attempts"]
-            calls = [r for r in control.requests() if r.get("transcript_id") == tid]
-            return {
-                "requests": len(calls),
-                "polls": sum(1 for r in calls if r["method"] == "GET"),
-                "busy_seconds": submit_seconds + sum(a["seconds"] for a in attempts),
-                "submit_seconds": submit_seconds,
-                "webhook_seconds": sum(a["seconds"] for a in attempts),
-            }
+            answer = session.post(submit.url, json={"audio_url": audio}, timeout=60)
+            return answer.json()["transcript_id"], time.monotonic() - started
 
-        def polling(_: int) -> dict:
+        def theirs(i: int) -> dict:
+            time.sleep(i * args.start_interval)
             return polling_recipe.run_meeting(
                 stack.standin.url,
                 f"{stack.standin.url}/v1",
@@ -79,28 +79,84 @@ def compare_with_polling(args: argparse.Namespace) -> dict:
             )
 
         before = stack.firestore_stats()
-        with concurrent.futures.ThreadPoolExecutor(args.meetings * 2) as pool:
-            mine = pool.map(ours, range(args.meetings))
-            theirs = pool.map(polling, range(args.meetings))
-            mine, theirs = list(mine), list(theirs)
+        workers = meetings * (2 if polling else 1)
+        with concurrent.futures.ThreadPoolExecutor(min(workers, 2000)) as pool:
+            mine = pool.map(ours, range(meetings))
+            other = pool.map(theirs, range(meetings)) if polling else iter(())
+            submitted = dict(mine)
+            # One look at every transcript every second, for the bench's own
+            # bookkeeping: the product itself never polls.
+            while True:
+                views = control.transcripts()
+                if all(views[t]["webhook_finished"] for t in submitted):
+                    break
+                time.sleep(1)
+            theirs_rows = list(other)
         after = stack.firestore_stats()
-        firestore_ops = {k: (after[k] - before[k]) / args.meetings for k in after}
+        firestore_ops = {k: (after[k] - before[k]) / meetings for k in after}
+        calls: dict[str, list[dict]] = collections.defaultdict(list)
+        for r in control.requests():
+            if r.get("transcript_id") in submitted:
+                calls[r["transcript_id"]].append(r)
+
+    mine_rows = []
+    for tid, submit_seconds in submitted.items():
+        webhook_seconds = sum(views[tid]["attempt_seconds"])
+        mine_rows.append(
+            {
+                "requests": len(calls[tid]),
+                "polls": sum(1 for r in calls[tid] if r["method"] == "GET"),
+                "busy_seconds": submit_seconds + webhook_seconds,
+                "submit_seconds": submit_seconds,
+                "webhook_seconds": webhook_seconds,
+                "webhook_attempts": len(views[tid]["attempt_seconds"]),
+            }
+        )
 
     def summary(rows: list[dict]) -> dict:
         return {
             k: statistics.mean(r[k] for r in rows) for k in ("requests", "polls", "busy_seconds")
         }
 
-    return {
+    result = {
+        "meetings": meetings,
         "transcription_seconds": transcription,
         "gateway_seconds": args.gateway_seconds,
-        "ours": summary(mine),
+        "ours": summary(mine_rows),
         "ours_split": {
-            k: statistics.mean(r[k] for r in mine) for k in ("submit_seconds", "webhook_seconds")
+            k: statistics.mean(r[k] for r in mine_rows)
+            for k in ("submit_seconds", "webhook_seconds", "webhook_attempts")
         },
-        "polling": summary(theirs),
+        "ours_webhook_p90_seconds": sorted(r["webhook_seconds"] for r in mine_rows)[
+            int(meetings * 0.9)
+        ],
         "firestore_per_meeting": firestore_ops,
     }
+    if polling:
+        result["polling"] = summary(theirs_rows)
+    return result
+
+
+def print_polling(p: dict) -> None:
+    print(
+        f"\nPer meeting ({p['meetings']} meetings, transcription {p['transcription_seconds']:.0f} s, "
+        f"gateway {p['gateway_seconds']:.1f} s):"
+    )
+    print(f"{'':28}{'requests to AssemblyAI':>24}{'polls':>8}{'busy (billed) s':>18}")
+    for name in ("ours", "polling"):
+        if name in p:
+            row = p[name]
+            print(
+                f"{name:28}{row['requests']:>24.2f}{row['polls']:>8.2f}{row['busy_seconds']:>18.2f}"
+            )
+    split = ", ".join(f"{k} {v:.3f}" for k, v in p["ours_split"].items())
+    print(f"ours: {split}; webhook p90 {p['ours_webhook_p90_seconds']:.3f} s")
+    print(f"Firestore per meeting (ours): {p['firestore_per_meeting']}")
+    if "polling" in p:
+        print(
+            f"{'polling / ours':28}{p['polling']['requests'] / p['ours']['requests']:>24.1f}{'':>8}"
+            f"{p['polling']['busy_seconds'] / p['ours']['busy_seconds']:>18.1f}"
+        )
 
 
 def cold_starts(args: argparse.Namespace) -> dict:
@@ -157,11 +213,35 @@ def cold_starts(args: argparse.Namespace) -> dict:
     return results
 
 
+def print_cost(p: dict) -> dict:
+    split = p["ours_split"]
+    ours = cost.per_meeting(
+        split["submit_seconds"], split["webhook_seconds"], split["webhook_attempts"]
+    )
+    figures = {"ours": ours}
+    line = (
+        f"\nFunctions' cost per meeting (Cloud Run Tier 1 prices, deploy.sh's CPU/memory, "
+        f"each request billed alone): ours ${ours['total']:.7f} "
+        f"(submit ${ours['submit']:.7f}, webhook ${ours['webhook']:.7f})"
+    )
+    if "polling" in p:
+        # The recipe run as one function with the webhook's CPU and memory.
+        theirs = cost.price(p["polling"]["busy_seconds"], "assemblyai_webhook")
+        figures["polling"] = theirs
+        line += f"; polling recipe ${theirs:.7f} ({theirs / ours['total']:.0f}x)"
+    print(line)
+    print(
+        f"  free tier: about {ours['free_meetings_per_month']:,.0f} meetings a month "
+        "before the first vCPU-second is billed"
+    )
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--meetings", type=int, default=3)
+    parser.add_argument("--meetings", type=int, default=3, help="meetings against polling")
     parser.add_argument("--meeting-minutes", type=float, default=30)
     parser.add_argument(
         "--transcription-share",
@@ -171,48 +251,56 @@ def main() -> int:
     )
     parser.add_argument("--gateway-seconds", type=float, default=3)
     parser.add_argument("--poll-seconds", type=float, default=3)
-    parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument(
+        "--start-interval", type=float, default=0.05, help="seconds between meetings' starts"
+    )
+    parser.add_argument("--floor-meetings", type=int, default=100)
+    parser.add_argument("--cold-starts", type=int, default=5, help="0 skips cold starts")
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="ours and polling at 10, 100 and 1000 meetings, the floor at the same sizes",
+    )
+    parser.add_argument(
+        "--polling-up-to",
+        type=int,
+        default=100,
+        help="run the polling recipe beside ours only up to this many meetings",
+    )
     parser.add_argument("--skip-polling", action="store_true")
+    parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     args = parser.parse_args()
 
     results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "at": time.strftime("%Y-%m-%d %H:%M"),
+        "args": vars(args),
     }
+    sizes = (10, 100, 1000) if args.growth else (args.meetings,)
     if not args.skip_polling:
-        results["polling"] = compare_with_polling(args)
-        p = results["polling"]
-        print(
-            f"\nPer meeting ({args.meetings} meetings, transcription {p['transcription_seconds']:.0f} s, gateway {p['gateway_seconds']:.1f} s):"
-        )
-        print(f"{'':28}{'requests to AssemblyAI':>24}{'polls':>8}{'busy (billed) s':>18}")
-        for name in ("ours", "polling"):
-            row = p[name]
-            print(
-                f"{name:28}{row['requests']:>24.1f}{row['polls']:>8.1f}{row['busy_seconds']:>18.2f}"
-            )
-        print(
-            f"Firestore per meeting (ours): {p['firestore_per_meeting']}; busy split: {p['ours_split']}"
-        )
-        print(
-            f"{'polling / ours':28}{p['polling']['requests'] / p['ours']['requests']:>24.1f}{'':>8}{p['polling']['busy_seconds'] / p['ours']['busy_seconds']:>18.1f}"
-        )
-    results["cold_start_seconds"] = cold_starts(args)
-    floor = results["cold_start_seconds"]["hello-world (same client libraries)"]
-    print(f"\nCold start, process start to first answer (median of {args.cold_starts}):")
-    for label, seconds in results["cold_start_seconds"].items():
-        print(f"  {label:40}{seconds * 1000:8.0f} ms  {seconds / floor:5.2f}x")
+        results["polling"] = {}
+        for n in sizes:
+            results["polling"][n] = p = compare_with_polling(args, n, n <= args.polling_up_to)
+            print_polling(p)
+            p["cost"] = print_cost(p)
+    if not args.skip_floor:
+        results["floor"] = floor.run((10, 100, 1000) if args.growth else (args.floor_meetings,))
+        floor.report(results["floor"])
+    if args.cold_starts:
+        results["cold_start_seconds"] = cold_starts(args)
+        base = results["cold_start_seconds"]["hello-world (same client libraries)"]
+        print(f"\nCold start, process start to first answer (median of {args.cold_starts}):")
+        for label, seconds in results["cold_start_seconds"].items():
+            print(f"  {label:40}{seconds * 1000:8.0f} ms  {seconds / base:5.2f}x")
     if not args.skip_load:
-        results["load"] = r = load.run()
-        print(
-            f"\nOne webhook instance, THREADS={r['threads']}, gateway {r['gateway_seconds']} s, {r['deliveries']} deliveries in flight:"
-        )
-        print(
-            f"  {r['ok']}/{r['deliveries']} answered 200 in {r['seconds']:.2f} s: {r['meetings_per_second']:.1f} meetings/s ({r['meetings_per_second'] / r['ideal_per_second']:.0%} of {r['ideal_per_second']:.0f}/s); peak RSS {r['peak_rss_mib']:.0f} MiB"
-        )
+        results["load"] = load.run()
+        load.report(results["load"])
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    name = "growth.json" if args.growth else "latest.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {RESULTS / name}")
     return 0
 
 

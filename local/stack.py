@@ -286,6 +286,10 @@ class StandInControl:
     def transcript(self, transcript_id: str) -> dict:
         return get_json(f"{self.url}/transcripts/{transcript_id}")
 
+    def transcripts(self) -> dict[str, dict]:
+        """Status, webhook_finished and attempt_seconds of every transcript."""
+        return get_json(f"{self.url}/transcripts", timeout=60)
+
     def deliver(self, transcript_id: str, copies: int = 1, body: dict | None = None) -> dict:
         payload: dict = {"copies": copies}
         if body is not None:

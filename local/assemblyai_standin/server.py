@@ -582,6 +582,19 @@ class StandIn:
                         "requests_by_path": by_path,
                     }
                 )
+        if path == "/transcripts":
+            # One line per transcript: enough to wait for many at once.
+            with self.lock:
+                return _json(
+                    {
+                        tid: {
+                            "status": internal["transcript"]["status"],
+                            "webhook_finished": internal["webhook_finished"],
+                            "attempt_seconds": [a["seconds"] for a in internal["attempts"]],
+                        }
+                        for tid, internal in self.transcripts.items()
+                    }
+                )
         if path.startswith("/transcripts/"):
             parts = path.split("/")
             internal = self.transcripts.get(parts[2])
