@@ -159,6 +159,25 @@ def print_polling(p: dict) -> None:
         )
 
 
+def sweep_seconds(runs: int = 20) -> float:
+    """One recovery sweep that finds nothing stuck (what Cloud Scheduler pays
+    for every minute): median seconds of `runs`, on a warm instance."""
+    with local_stack.Stack() as stack:
+        stack.start_firestore()
+        stack.start_standin()
+        env = stack.function_env(WEBHOOK_URL="http://127.0.0.1:9/")
+        recover = stack.start_function("recover_meetings", env)
+        session = requests.Session()
+        session.trust_env = False
+        session.post(recover.url, timeout=30).raise_for_status()  # warm
+        times = []
+        for _ in range(runs):
+            started = time.monotonic()
+            session.post(recover.url, timeout=30).raise_for_status()
+            times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
 def cold_starts(args: argparse.Namespace) -> dict:
     """Process start to first answered request, median of N starts."""
     targets = [
@@ -285,6 +304,13 @@ def main() -> int:
             results["polling"][n] = p = compare_with_polling(args, n, n <= args.polling_up_to)
             print_polling(p)
             p["cost"] = print_cost(p)
+    if not args.growth:
+        results["sweep_seconds"] = sweep = sweep_seconds()
+        month = 60 * 24 * 30
+        print(
+            f"  recovery sweep every minute: {sweep * 1000:.0f} ms each, "
+            f"${cost.price(sweep, 'recover_meetings') * month:.2f} a month before the free tier"
+        )
     if not args.skip_floor:
         results["floor"] = floor.run((10, 100, 1000) if args.growth else (args.floor_meetings,))
         floor.report(results["floor"])

@@ -37,8 +37,11 @@ import requests
 from local import stack as local_stack
 
 
-def _floor(standin_url: str, api_key: str, webhook_url: str, project: str) -> tuple:
-    """The floor's two halves, sharing one HTTP session and one Firestore client."""
+def _floor(
+    standin_url: str, api_key: str, webhook_url: str, project: str, read_transcript: bool = False
+) -> tuple:
+    """The floor's two halves, sharing one HTTP session and one Firestore client.
+    With `read_transcript`, it also reads the transcript once, as ours does."""
     from google.cloud import firestore
 
     session = requests.Session()
@@ -66,6 +69,10 @@ def _floor(standin_url: str, api_key: str, webhook_url: str, project: str) -> tu
     def webhook(tid: str) -> None:
         ref = collection.document(tid)
         claim(db.transaction(), ref)
+        facts = {}
+        if read_transcript:
+            transcript = session.get(f"{standin_url}/v2/transcript/{tid}", timeout=30).json()
+            facts = {k: transcript[k] for k in ("audio_duration", "language_code")}
         answer = session.post(
             f"{standin_url}/v1/chat/completions",
             json={
@@ -77,7 +84,7 @@ def _floor(standin_url: str, api_key: str, webhook_url: str, project: str) -> tu
         )
         answer.raise_for_status()
         content = answer.json()["choices"][0]["message"]["content"]
-        ref.update({"status": "completed", "action_items_text": content})
+        ref.update({"status": "completed", "action_items_text": content, **facts})
 
     return submit, webhook
 
@@ -148,38 +155,65 @@ def _floor_same_documents(
 
 
 def _ours(webhook_secret: str) -> tuple:
-    """Our two entry points, called the way functions-framework calls them."""
+    """Our two entry points, called the way functions-framework calls them.
+
+    Each returns the call to time and a check to run after it, off the
+    clock: building the request (functions-framework's work, done before our
+    code runs) and reading the answer back (the caller's) are not ours."""
     import flask
 
     import main
 
     app = flask.Flask("bench")
 
-    def submit(audio_url: str) -> str:
-        with app.test_request_context("/", method="POST", json={"audio_url": audio_url}):
-            answer = main.submit_transcription(flask.request)
-        assert answer.status_code == 202, answer.get_data(as_text=True)
-        return answer.get_json()["transcript_id"]
+    def submit(audio_url: str) -> tuple:
+        ctx = app.test_request_context("/", method="POST", json={"audio_url": audio_url})
 
-    def webhook(tid: str, webhook_url: str) -> None:
-        path = webhook_url[webhook_url.index("/", len("http://")) :]
-        with app.test_request_context(
-            path,
+        def call() -> flask.Response:
+            with ctx:
+                return main.submit_transcription(flask.request)
+
+        def check(answer: flask.Response) -> str:
+            assert answer.status_code == 202, answer.get_data(as_text=True)
+            return answer.get_json()["transcript_id"]
+
+        return call, check
+
+    def webhook(tid: str, webhook_url: str) -> tuple:
+        ctx = app.test_request_context(
+            webhook_url[webhook_url.index("/", len("http://")) :],
             method="POST",
             json={"transcript_id": tid, "status": "completed"},
             headers={"X-Webhook-Secret": webhook_secret},
-        ):
-            answer = main.assemblyai_webhook(flask.request)
-        assert answer.status_code == 200, answer.get_data(as_text=True)
-        assert answer.get_json()["status"] == "completed", answer.get_json()
+        )
+
+        def call() -> flask.Response:
+            with ctx:
+                return main.assemblyai_webhook(flask.request)
+
+        def check(answer: flask.Response) -> None:
+            assert answer.status_code == 200, answer.get_data(as_text=True)
+            assert answer.get_json()["status"] == "completed", answer.get_json()
+
+        return call, check
 
     return submit, webhook
 
 
-def _timed(func: Callable[[], object]) -> tuple[float, float, object]:
+def _plain(submit: Callable, webhook: Callable) -> tuple:
+    """A floor's halves in the same shape: the whole call is timed."""
+    return (
+        lambda audio: ((lambda: submit(audio)), lambda tid: tid),
+        lambda tid, urls: ((lambda: webhook(tid)), lambda _: None),
+    )
+
+
+def _timed(call: Callable[[], object], check: Callable[[object], object]) -> tuple:
+    """(CPU seconds, wall seconds) of call(), and check() of its result."""
     cpu, wall = time.process_time(), time.perf_counter()
-    result = func()
-    return time.process_time() - cpu, time.perf_counter() - wall, result
+    result = call()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu, wall, check(result)
 
 
 def _ms(values: list[float]) -> dict:
@@ -226,9 +260,9 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
 
         # Warm both sides up: clients made, modules imported, connections open.
         for _ in range(warmup):
-            t, f = ours_submit(audio), floor_submit(audio)
+            t, f = _timed(*ours_submit(audio))[2], floor_submit(audio)
             urls = wait_transcribed([t, f])
-            ours_webhook(t, urls[t])
+            _timed(*ours_webhook(t, urls[t]))
             floor_webhook(f)
 
         # The second floor copies what ours sends and writes.
@@ -250,25 +284,30 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
             ),
             ours_doc,
         )
+        read_submit, read_webhook = _floor(
+            stack.standin.url, stack.api_key, nowhere, stack.project, read_transcript=True
+        )
         for _ in range(warmup):
-            f = same_submit(audio)
-            wait_transcribed([f])
+            f, g = same_submit(audio), read_submit(audio)
+            wait_transcribed([f, g])
             same_webhook(f)
+            read_webhook(g)
 
         sides = {
             "ours": (ours_submit, lambda tid, urls: ours_webhook(tid, urls[tid])),
-            "floor": (floor_submit, lambda tid, urls: floor_webhook(tid)),
-            "same documents": (same_submit, lambda tid, urls: same_webhook(tid)),
+            "floor": _plain(floor_submit, floor_webhook),
+            "floor + read": _plain(read_submit, read_webhook),
+            "same documents": _plain(same_submit, same_webhook),
         }
 
         def chunk(side: str, k: int, into: dict) -> None:
             """k meetings of one side: submits, transcription (off the clock), webhooks."""
             submit, webhook = sides[side]
             fs_before, api_before = stack.firestore_stats(), control.stats()["requests_by_path"]
-            first = [_timed(lambda: submit(audio)) for _ in range(k)]
+            first = [_timed(*submit(audio)) for _ in range(k)]
             tids = [r[2] for r in first]
             urls = wait_transcribed(tids)
-            second = [_timed(lambda t=t: webhook(t, urls)) for t in tids]
+            second = [_timed(*webhook(t, urls)) for t in tids]
             fs_after, api_after = stack.firestore_stats(), control.stats()["requests_by_path"]
             into["first"] += first
             into["second"] += second
@@ -329,7 +368,7 @@ def report(results: dict) -> None:
         f"{'submit+webhook':<16}{'Firestore':>21}{'AssemblyAI':>12}"
     )
     for n, row in results.items():
-        for side in ("ours", "floor", "same documents"):
+        for side in ("ours", "floor", "floor + read", "same documents"):
             r = row[side]
             fs = r["firestore_per_meeting"]
             calls = sum(r["assemblyai_requests_per_meeting"].values())

@@ -4,8 +4,10 @@ server and the AssemblyAI stand-in over HTTP.
 
 from __future__ import annotations
 
+import json
+
 import requests
-from conftest import upload_sample, wait_for_document, wait_until
+from conftest import process_logs, upload_sample, wait_for_document, wait_until
 
 
 def submit_sample(stack, functions, **body) -> dict:
@@ -66,6 +68,18 @@ def test_happy_path_end_to_end(stack, functions, standin, db):
     assert gateway and all(r["substituted"] for r in gateway), (
         "the transcript goes in through the placeholder"
     )
+
+    # The webhook's log says where its time went, under the meeting's id.
+    def written() -> dict | None:
+        for line in process_logs(stack).splitlines():
+            if line.startswith("{") and tid in line and "action items written" in line:
+                return json.loads(line)
+        return None
+
+    entry = wait_until(written, what="the 'action items written' log line")
+    assert entry["severity"] == "INFO" and entry["transcript_id"] == tid
+    assert set(entry["ms"]) == {"claim", "transcript", "gateway", "write"}
+    assert all(isinstance(v, int) and v >= 0 for v in entry["ms"].values())
 
 
 def test_every_request_sent_to_assemblyai_follows_the_official_spec(stack, functions, standin, db):

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from . import rules, spec
@@ -615,9 +614,35 @@ class StandIn:
 
 
 def serve(host: str, port: int, api_key: str, settings: Settings) -> None:
-    server = make_server(host, port, StandIn(api_key, settings), threaded=True)
+    """Serve on gunicorn (one process: the state is in memory; many threads),
+    which keeps HTTP/1.1 connections alive as AssemblyAI's API does, so a
+    client's pooled connection is reused instead of opened for every call.
+    (Werkzeug's server closes every connection after one answer.)"""
+    from gunicorn.app.base import BaseApplication
+
+    app = StandIn(api_key, settings)
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            settings = {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": 400,  # slow gateway answers hold a thread each
+                "worker_connections": 5000,
+                "keepalive": 75,
+                "timeout": 0,  # no worker timeout: gateway latencies are simulated
+                "graceful_timeout": 1,
+                "loglevel": "warning",
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
     print(
         json.dumps({"severity": "INFO", "message": f"AssemblyAI stand-in on http://{host}:{port}"}),
         flush=True,
     )
-    server.serve_forever()
+    Server().run()
