@@ -18,7 +18,9 @@ import concurrent.futures
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -179,7 +181,10 @@ def sweep_seconds(runs: int = 20) -> float:
 
 
 def cold_starts(args: argparse.Namespace) -> dict:
-    """Process start to first answered request, median of N starts."""
+    """Process start to first answered request: best and median of N starts.
+
+    The best of N is the figure to compare: on a shared 2-core machine the
+    noise only ever adds (seen here: the same function from 400 to 650 ms)."""
     targets = [
         (
             "hello-world (same client libraries)",
@@ -197,12 +202,12 @@ def cold_starts(args: argparse.Namespace) -> dict:
             "cloudevent",
         ),
     ]
-    results = {}
+    times: dict[str, list[float]] = {label: [] for label, *_ in targets}
     with local_stack.Stack() as stack:
         env = stack._base_env()
-        for label, target, source, signature in targets:
-            times = []
-            for _ in range(args.cold_starts):
+        # Round robin, so a slow spell of the machine falls on every target.
+        for _ in range(args.cold_starts):
+            for label, target, source, signature in targets:
                 port = local_stack.free_port()
                 cmd = [
                     str(local_stack.VENV_BIN / "functions-framework"),
@@ -217,19 +222,28 @@ def cold_starts(args: argparse.Namespace) -> dict:
                 ]
                 if signature:
                     cmd += ["--signature-type", signature]
-                proc = local_stack.Process(target, cmd, env, stack.log_dir, port)
                 started = time.monotonic()
-                proc.start()
+                proc = subprocess.Popen(
+                    cmd,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                # Asked every 5 ms; a refused connection costs well under that.
                 while True:
                     try:
-                        requests.get(proc.url, timeout=5)
+                        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
                         break
                     except requests.ConnectionError:
-                        time.sleep(0.01)
-                times.append(time.monotonic() - started)
-                proc.stop()
-            results[label] = statistics.median(times)
-    return results
+                        time.sleep(0.005)
+                times[label].append(time.monotonic() - started)
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+    return {
+        label: {"best": min(values), "median": statistics.median(values), "all": values}
+        for label, values in times.items()
+    }
 
 
 def print_cost(p: dict) -> dict:
@@ -274,7 +288,7 @@ def main() -> int:
         "--start-interval", type=float, default=0.05, help="seconds between meetings' starts"
     )
     parser.add_argument("--floor-meetings", type=int, default=100)
-    parser.add_argument("--cold-starts", type=int, default=5, help="0 skips cold starts")
+    parser.add_argument("--cold-starts", type=int, default=9, help="0 skips cold starts")
     parser.add_argument(
         "--growth",
         action="store_true",
@@ -317,9 +331,15 @@ def main() -> int:
     if args.cold_starts:
         results["cold_start_seconds"] = cold_starts(args)
         base = results["cold_start_seconds"]["hello-world (same client libraries)"]
-        print(f"\nCold start, process start to first answer (median of {args.cold_starts}):")
-        for label, seconds in results["cold_start_seconds"].items():
-            print(f"  {label:40}{seconds * 1000:8.0f} ms  {seconds / base:5.2f}x")
+        print(
+            f"\nCold start, process start to first answer ({args.cold_starts} starts each): "
+            "best, median"
+        )
+        for label, t in results["cold_start_seconds"].items():
+            print(
+                f"  {label:40}{t['best'] * 1000:6.0f} ms {t['best'] / base['best']:5.2f}x"
+                f"{t['median'] * 1000:8.0f} ms {t['median'] / base['median']:5.2f}x"
+            )
     if not args.skip_load:
         results["load"] = load.run()
         load.report(results["load"])
