@@ -6,8 +6,8 @@ and the dollars per meeting (see BENCHMARKS.md).
     ./dev bench [--meetings 3] [--meeting-minutes 30] [--gateway-seconds 3] [--growth] ...
 
 Prints tables and writes bench/results/latest.json (growth.json with
---growth). Figures, not
-assertions: nothing here fails because a number is high.
+--growth). Figures, not assertions: nothing here fails because a number is
+high.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import concurrent.futures
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from bench import cost, floor, load, polling_recipe  # noqa: E402
+from bench import cost, floor, load, polling_recipe, stats  # noqa: E402
 from local import stack as local_stack  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,9 +127,7 @@ def compare_with_polling(args: argparse.Namespace, meetings: int, polling: bool 
             k: statistics.mean(r[k] for r in mine_rows)
             for k in ("submit_seconds", "webhook_seconds", "webhook_attempts")
         },
-        "ours_webhook_p90_seconds": sorted(r["webhook_seconds"] for r in mine_rows)[
-            int(meetings * 0.9)
-        ],
+        "ours_webhook_p90_seconds": stats.spread([r["webhook_seconds"] for r in mine_rows])["p90"],
         "firestore_per_meeting": firestore_ops,
     }
     if polling:
@@ -185,20 +181,16 @@ def cold_starts(args: argparse.Namespace) -> dict:
 
     The best of N is the figure to compare: on a shared 2-core machine the
     noise only ever adds (seen here: the same function from 400 to 650 ms)."""
+    hello = Path(__file__).parent / "hello" / "main.py"
     targets = [
-        (
-            "hello-world (same client libraries)",
-            "hello",
-            str(Path(__file__).parent / "hello" / "main.py"),
-            None,
-        ),
-        ("submit_transcription", "submit_transcription", str(local_stack.ROOT / "main.py"), None),
-        ("assemblyai_webhook", "assemblyai_webhook", str(local_stack.ROOT / "main.py"), None),
-        ("recover_meetings", "recover_meetings", str(local_stack.ROOT / "main.py"), None),
+        ("hello-world (same client libraries)", "hello", hello, None),
+        ("submit_transcription", "submit_transcription", local_stack.ROOT / "main.py", None),
+        ("assemblyai_webhook", "assemblyai_webhook", local_stack.ROOT / "main.py", None),
+        ("recover_meetings", "recover_meetings", local_stack.ROOT / "main.py", None),
         (
             "transcribe_uploaded_audio",
             "transcribe_uploaded_audio",
-            str(local_stack.ROOT / "main.py"),
+            local_stack.ROOT / "main.py",
             "cloudevent",
         ),
     ]
@@ -208,38 +200,11 @@ def cold_starts(args: argparse.Namespace) -> dict:
         # Round robin, so a slow spell of the machine falls on every target.
         for _ in range(args.cold_starts):
             for label, target, source, signature in targets:
-                port = local_stack.free_port()
-                cmd = [
-                    str(local_stack.VENV_BIN / "functions-framework"),
-                    "--target",
-                    target,
-                    "--source",
-                    source,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ]
-                if signature:
-                    cmd += ["--signature-type", signature]
                 started = time.monotonic()
-                proc = subprocess.Popen(
-                    cmd,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                # Asked every 5 ms; a refused connection costs well under that.
-                while True:
-                    try:
-                        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
-                        break
-                    except requests.ConnectionError:
-                        time.sleep(0.005)
+                proc = stack.start_function(target, env, None, signature, source=source)
+                requests.get(proc.url, timeout=30)  # the port is open; wait for the answer
                 times[label].append(time.monotonic() - started)
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
+                proc.stop()
     return {
         label: {"best": min(values), "median": statistics.median(values), "all": values}
         for label, values in times.items()

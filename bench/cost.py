@@ -12,6 +12,7 @@ requests, billable time rounded up to the nearest 100 ms; free each month:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -21,11 +22,11 @@ GIB_SECOND = 0.0000025
 PER_REQUEST = 0.40 / 1_000_000
 GRANULARITY = 0.1  # seconds
 FREE_VCPU_SECONDS = 180_000
-FREE_GIB_SECONDS = 360_000
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy.sh"
 
 
+@functools.cache
 def resources() -> dict[str, tuple[float, float]]:
     """(vCPU, GiB) of each entry point, read from deploy.sh's deploy lines."""
     text = DEPLOY.read_text().replace("\\\n", " ")
@@ -42,17 +43,16 @@ def resources() -> dict[str, tuple[float, float]]:
     return found
 
 
-def price(seconds: float, function: str, requests: int = 1, rounded: bool = True) -> float:
+def price(seconds: float, function: str, requests: int = 1) -> float:
     """What `requests` requests of `function` busy for `seconds` in all cost."""
     vcpu, gib = resources()[function]
-    if rounded:
-        seconds = math.ceil(seconds / GRANULARITY - 1e-9) * GRANULARITY
+    seconds = math.ceil(seconds / GRANULARITY - 1e-9) * GRANULARITY
     return seconds * (vcpu * VCPU_SECOND + gib * GIB_SECOND) + requests * PER_REQUEST
 
 
 def per_meeting(submit_seconds: float, webhook_seconds: float, webhook_attempts: float) -> dict:
     """Our cost per meeting with no instance shared (each request billed on
-    its own: an upper bound), and the polling recipe's for comparison."""
+    its own: an upper bound), and how many meetings the free tier covers."""
     submit = price(submit_seconds, "submit_transcription")
     webhook = price(webhook_seconds, "assemblyai_webhook", round(webhook_attempts))
     vcpu, _ = resources()["assemblyai_webhook"]

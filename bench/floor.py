@@ -1,10 +1,10 @@
 """Our code against the floor: CPU and wall milliseconds per meeting.
 
-Both run in this one process against the same Firestore server and the same
-AssemblyAI stand-in, with no simulated latency (the gateway answers at once,
-transcription takes 0.05 s and is waited out between the two phases, outside
-the clock), so what is left on the clock is each side's own work plus the
-servers' bare handling time, which both pay alike.
+Four sides run in this one process against the same Firestore server and the
+same AssemblyAI stand-in, with no simulated latency (the gateway answers at
+once, transcription takes 0.05 s and is waited out between the two halves,
+outside the clock), so what is left on the clock is each side's own work
+plus the servers' bare handling time, which all pay alike.
 
 - ours: the real entry points of main.py, called with the request a
   deployed function would get (the submit's JSON body; AssemblyAI's webhook
@@ -14,6 +14,8 @@ servers' bare handling time, which both pay alike.
 - the floor: only the calls that cannot be avoided, with the same client
   libraries: one submit, one Firestore create; then one claim transaction
   (a read and a write), one gateway call, one final write.
+- floor + read: the floor and the one transcript read ours makes.
+- same documents: the calls ours makes, with ours' payloads and documents.
 
 CPU is this process's CPU time (time.process_time: every thread, gRPC's
 included); wall is time.perf_counter. Run with --growth to repeat at 10,
@@ -33,8 +35,20 @@ import uuid
 from collections.abc import Callable
 
 import requests
+from google.cloud import firestore
 
+from bench import stats
 from local import stack as local_stack
+from meeting_actions import action_items, config, record
+from meeting_actions.config import WEBHOOK_SECRET_HEADER
+
+
+def _clients(api_key: str, project: str) -> tuple[requests.Session, firestore.Client]:
+    """A floor's own HTTP session and Firestore client, made the cheap way."""
+    session = requests.Session()
+    session.trust_env = False  # no per-request scan of the environment
+    session.headers["Authorization"] = api_key
+    return session, firestore.Client(project=project)
 
 
 def _floor(
@@ -42,12 +56,7 @@ def _floor(
 ) -> tuple:
     """The floor's two halves, sharing one HTTP session and one Firestore client.
     With `read_transcript`, it also reads the transcript once, as ours does."""
-    from google.cloud import firestore
-
-    session = requests.Session()
-    session.trust_env = False  # no per-request scan of the environment
-    session.headers["Authorization"] = api_key
-    db = firestore.Client(project=project)
+    session, db = _clients(api_key, project)
     collection = db.collection("floor")
 
     def submit(audio_url: str) -> str:
@@ -95,12 +104,7 @@ def _floor_same_documents(
     """The calls ours makes, with the payloads ours sends and the documents
     ours writes (taken from one of our meetings), as straight-line code:
     what is left between this and ours is our code's own overhead."""
-    from google.cloud import firestore
-
-    session = requests.Session()
-    session.trust_env = False
-    session.headers["Authorization"] = api_key
-    db = firestore.Client(project=project)
+    session, db = _clients(api_key, project)
     collection = db.collection("floor-same-documents")
     created = {k: doc[k] for k in ("source", "options", "metadata")}
     final = {k: doc[k] for k in ("action_items_text", "llm", "note")}
@@ -184,7 +188,7 @@ def _ours(webhook_secret: str) -> tuple:
             webhook_url[webhook_url.index("/", len("http://")) :],
             method="POST",
             json={"transcript_id": tid, "status": "completed"},
-            headers={"X-Webhook-Secret": webhook_secret},
+            headers={WEBHOOK_SECRET_HEADER: webhook_secret},
         )
 
         def call() -> flask.Response:
@@ -216,17 +220,9 @@ def _timed(call: Callable[[], object], check: Callable[[object], object]) -> tup
     return cpu, wall, check(result)
 
 
-def _ms(values: list[float]) -> dict:
-    return {
-        "mean": statistics.mean(values) * 1000,
-        "median": statistics.median(values) * 1000,
-        "p90": sorted(values)[int(len(values) * 0.9)] * 1000 if len(values) > 1 else values[0],
-    }
-
-
 def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
     results: dict = {}
-    with local_stack.Stack() as stack:
+    with local_stack.Stack() as stack, contextlib.ExitStack() as cleanup:
         stack.start_firestore()
         stack.start_standin(
             None,
@@ -246,17 +242,14 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
         )
         ours_submit, ours_webhook = _ours(stack.webhook_secret)
         # Our JSON log lines go where Cloud Logging would read them: a file.
-        log_file = (stack.log_dir / "bench-function.log").open("w")
-        stack_logs = contextlib.redirect_stdout(log_file)
-        stack_logs.__enter__()
+        log_file = cleanup.enter_context((stack.log_dir / "bench-function.log").open("w"))
+        cleanup.enter_context(contextlib.redirect_stdout(log_file))
 
         def wait_transcribed(tids: list[str]) -> dict[str, str]:
-            urls = {}
-            for tid in tids:
-                while not (view := control.transcript(tid))["webhook_finished"]:
-                    time.sleep(0.05)  # the bench's bookkeeping, off the clock
-                urls[tid] = view["transcript"]["webhook_url"]
-            return urls
+            """Each transcript's webhook URL, once all are transcribed (off the clock)."""
+            while not all((views := control.transcripts())[t]["webhook_finished"] for t in tids):
+                time.sleep(0.02)
+            return {t: views[t]["webhook_url"] for t in tids}
 
         # Warm both sides up: clients made, modules imported, connections open.
         for _ in range(warmup):
@@ -265,9 +258,7 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
             _timed(*ours_webhook(t, urls[t]))
             floor_webhook(f)
 
-        # The second floor copies what ours sends and writes.
-        from meeting_actions import action_items, config, record
-
+        # The "same documents" floor copies what ours sends and writes.
         cfg = config.get()
         ours_doc = record.read(cfg, t).to_dict()
         same_submit, same_webhook = _floor_same_documents(
@@ -276,7 +267,7 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
             stack.project,
             {
                 "webhook_url": nowhere,
-                "webhook_auth_header_name": "X-Webhook-Secret",
+                "webhook_auth_header_name": WEBHOOK_SECRET_HEADER,
                 "webhook_auth_header_value": stack.webhook_secret,
             },
             action_items.request_body(
@@ -327,8 +318,8 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
                 }
                 for side in sides
             }
-            # Both sides in turns of 10 meetings, so a slow spell of the
-            # machine falls on both alike.
+            # All sides in turns of 10 meetings, so a slow spell of the
+            # machine falls on each alike.
             for turn, start in enumerate(range(0, n, 10)):
                 order = list(sides) if turn % 2 == 0 else list(reversed(sides))
                 for side in order:
@@ -337,8 +328,12 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
             for side, a in acc.items():
                 first, second = a["first"], a["second"]
                 row[side] = {
-                    "cpu_ms": _ms([x[0] + y[0] for x, y in zip(first, second, strict=True)]),
-                    "wall_ms": _ms([x[1] + y[1] for x, y in zip(first, second, strict=True)]),
+                    "cpu_ms": stats.spread(
+                        [x[0] + y[0] for x, y in zip(first, second, strict=True)], 1000
+                    ),
+                    "wall_ms": stats.spread(
+                        [x[1] + y[1] for x, y in zip(first, second, strict=True)], 1000
+                    ),
                     "submit_cpu_ms": statistics.mean(r[0] for r in first) * 1000,
                     "webhook_cpu_ms": statistics.mean(r[0] for r in second) * 1000,
                     "submit_wall_ms": statistics.mean(r[1] for r in first) * 1000,
@@ -356,8 +351,6 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
                 for k in ("cpu_ms", "wall_ms")
             }
             results[n] = row
-        stack_logs.__exit__(None, None, None)
-        log_file.close()
     return results
 
 

@@ -42,7 +42,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
-        time.sleep(0.05)
+        time.sleep(0.005)
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
 
 
@@ -206,6 +206,7 @@ class Stack:
         port: int | None = None,
         signature_type: str | None = None,
         name: str | None = None,
+        source: Path = ROOT / "main.py",
     ) -> Process:
         port = port or free_port()
         args = [
@@ -213,7 +214,7 @@ class Stack:
             "--target",
             target,
             "--source",
-            str(ROOT / "main.py"),
+            str(source),
             "--host",
             "127.0.0.1",
             "--port",
@@ -287,7 +288,7 @@ class StandInControl:
         return get_json(f"{self.url}/transcripts/{transcript_id}")
 
     def transcripts(self) -> dict[str, dict]:
-        """Status, webhook_finished and attempt_seconds of every transcript."""
+        """Status, webhook_url, webhook_finished and attempt_seconds of every transcript."""
         return get_json(f"{self.url}/transcripts", timeout=60)
 
     def deliver(self, transcript_id: str, copies: int = 1, body: dict | None = None) -> dict:

@@ -35,8 +35,8 @@ def session() -> requests.Session:
     """The process's pooled session, created on first use and reused."""
     s = requests.Session()
     # With trust_env on, requests scans the whole environment for proxy and
-    # CA settings on every request: a third of the webhook's CPU per meeting
-    # (bench/floor.py). The environment does not change while the process
+    # CA settings on every request: about a fifth of our CPU per meeting
+    # under the profiler (BENCHMARKS.md). The environment does not change while the process
     # lives, so read it once here. Only a proxy with exceptions (NO_PROXY)
     # or a ~/.netrc still needs requests' own per-request lookup.
     proxies = {k: v for k, v in urllib.request.getproxies().items() if k != "no"}

@@ -588,6 +588,7 @@ class StandIn:
                     {
                         tid: {
                             "status": internal["transcript"]["status"],
+                            "webhook_url": internal["transcript"]["webhook_url"],
                             "webhook_finished": internal["webhook_finished"],
                             "attempt_seconds": [a["seconds"] for a in internal["attempts"]],
                         }
@@ -624,7 +625,7 @@ def serve(host: str, port: int, api_key: str, settings: Settings) -> None:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
-            settings = {
+            options = {
                 "bind": f"{host}:{port}",
                 "workers": 1,
                 "worker_class": "gthread",
@@ -635,7 +636,7 @@ def serve(host: str, port: int, api_key: str, settings: Settings) -> None:
                 "graceful_timeout": 1,
                 "loglevel": "warning",
             }
-            for key, value in settings.items():
+            for key, value in options.items():
                 self.cfg.set(key, value)
 
         def load(self):
