@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from cloudevents.http import CloudEvent
 
 from meeting_actions import config, inputs, logs, pipeline, uploads
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
+from meeting_actions.lifecycle import Busy, Done, Refused, Result
 
 
 def _json(
@@ -28,15 +30,23 @@ def _json(
     return response
 
 
+def _busy(result: Busy) -> flask.Response:
+    """503 with Retry-After: AssemblyAI, Eventarc and callers come back later."""
+    body: dict[str, Any] = {"error": result.reason, "kind": str(result.kind)}
+    if result.transcript_id:
+        body["transcript_id"] = result.transcript_id
+    return _json(body, 503, {"Retry-After": str(max(1, round(result.retry_after)))})
+
+
 def _answers_json(
-    func: Callable[[flask.Request], pipeline.Outcome],
+    func: Callable[[flask.Request], flask.Response],
 ) -> Callable[[flask.Request], flask.Response]:
     """Every answer is JSON, refusals included; nothing escapes as an HTML 500."""
 
     @functools.wraps(func)
     def wrapper(request: flask.Request) -> flask.Response:
         try:
-            outcome = func(request)
+            return func(request)
         except inputs.InvalidRequest as exc:
             return _json(exc.body(), exc.status)
         except config.ConfigError as exc:
@@ -45,49 +55,79 @@ def _answers_json(
         except Exception:  # noqa: BLE001 - a bug: log it, answer JSON, let callers retry
             logs.error("unexpected error", traceback=traceback.format_exc(limit=20))
             return _json({"error": "internal error"}, 500)
-        return _json(outcome.body, outcome.status, outcome.headers)
 
     return wrapper
 
 
 @functions_framework.http
 @_answers_json
-def submit_transcription(request: flask.Request) -> pipeline.Outcome:
+def submit_transcription(request: flask.Request) -> flask.Response:
     """POST {"audio_url": ...}: start turning a recording into action items."""
     cfg = config.get()
     body = inputs.read_json(request, cfg.max_body_bytes)
-    return pipeline.submit(cfg, inputs.submission(body))
+    result = pipeline.submit(cfg, inputs.submission(body))
+    if isinstance(result, Done):
+        return _json(
+            {"transcript_id": result.transcript_id, "status": result.status,
+             "document": result.document},
+            202,
+        )  # fmt: skip
+    if isinstance(result, Refused):  # AssemblyAI said no: resubmitting will not help
+        return _json({"error": result.reason}, 502)
+    return _busy(result)
+
+
+def _webhook_answer(result: Result) -> flask.Response:
+    """AssemblyAI retries a 5xx and stops at a 4xx."""
+    if isinstance(result, Done):
+        body = {"status": result.status, **result.detail}
+        if result.document:
+            body["document"] = result.document
+        return _json(body, 200)
+    if isinstance(result, Refused):  # not a transcript of this account: stop delivering
+        return _json({"error": result.reason}, 404)
+    return _busy(result)
 
 
 @functions_framework.http
 @_answers_json
-def assemblyai_webhook(request: flask.Request) -> pipeline.Outcome:
+def assemblyai_webhook(request: flask.Request) -> flask.Response:
     """Called by AssemblyAI when a transcript is completed or failed."""
+    started = time.monotonic()
     if request.method != "POST":
         raise inputs.InvalidRequest(f"method {request.method} not allowed, use POST", 405)
     cfg = config.get()
     cfg.require("webhook_secret")
     # Authenticate before reading anything: a wrong caller learns nothing
-    # and causes no read, no write and no LLM call.
-    given = request.headers.get(WEBHOOK_SECRET_HEADER, "")
-    if not hmac.compare_digest(
-        given.encode("utf-8", "surrogateescape"), cfg.webhook_secret.encode()
-    ):
+    # and causes no read, no write and no LLM call. During a rotation the
+    # previous secret is accepted too: deliveries of meetings submitted
+    # before it carry that one.
+    given = request.headers.get(WEBHOOK_SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+    accepted = [s for s in (cfg.webhook_secret, cfg.webhook_secret_previous) if s]
+    if not any([hmac.compare_digest(given, s.encode()) for s in accepted]):
         logs.warning("refused a webhook call without the right secret header")
         raise inputs.InvalidRequest(f"missing or wrong {WEBHOOK_SECRET_HEADER} header", 401)
     event = inputs.webhook_event(inputs.read_json(request, cfg.max_body_bytes))
-    return pipeline.on_webhook(cfg, event, pipeline.hints_from_query(request.args))
+    hints = pipeline.hints_from_query(request.args)
+    return _webhook_answer(
+        pipeline.on_webhook(cfg, event, hints, pipeline.deadline_of(cfg, started))
+    )
 
 
 @functions_framework.http
 @_answers_json
-def recover_meetings(request: flask.Request) -> pipeline.Outcome:
-    """Called every minute by Cloud Scheduler: finish meetings stuck in
-    `generating` after AssemblyAI's webhook retries ran out."""
+def recover_meetings(request: flask.Request) -> flask.Response:
+    """Called every minute by Cloud Scheduler: move on every meeting whose
+    deadline passed (lost deliveries, expired or given-back claims)."""
+    started = time.monotonic()
     if request.method != "POST":
         raise inputs.InvalidRequest(f"method {request.method} not allowed, use POST", 405)
     cfg = config.get()
-    return pipeline.recover(cfg, cfg.recovery_batch)
+    result = pipeline.sweep(cfg, pipeline.deadline_of(cfg, started))
+    if isinstance(result, Done):
+        return _json(result.detail, 200)
+    assert isinstance(result, Busy)
+    return _busy(result)
 
 
 @functions_framework.cloud_event

@@ -260,7 +260,7 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
 
         # The "same documents" floor copies what ours sends and writes.
         cfg = config.get()
-        ours_doc = record.read(cfg, t).to_dict()
+        ours_doc = record.read(cfg, t)[0]
         same_submit, same_webhook = _floor_same_documents(
             stack.standin.url,
             stack.api_key,

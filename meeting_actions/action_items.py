@@ -14,6 +14,18 @@ import re
 from typing import Any
 
 PLACEHOLDER = "{{ transcript }}"
+# What one meeting's document may hold of the answer: Firestore refuses a
+# document over 1 MiB, and a person reads a few dozen items, not thousands.
+MAX_ITEMS = 200
+MAX_FIELD_CHARS = {"text": 1000, "owner": 120, "due": 120}
+MAX_TEXT_CHARS = 100_000
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class Unparseable(ValueError):
+    """The answer cannot be read at all (a poison answer: asking again repeats it)."""
+
+
 DEFAULT_ANSWER_FORMAT = "bullet points"
 
 SYSTEM_PROMPT = (
@@ -99,8 +111,47 @@ _BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
 
 
 def parse(content: str, finish_reason: str | None) -> ActionItems:
-    """Turn the model's answer into items and readable text."""
-    content = (content or "").strip()
+    """Turn the model's answer into items and readable text a document can hold.
+
+    Raises Unparseable for an answer no reading can make sense of.
+    """
+    try:
+        return _capped(_parse(content, finish_reason))
+    except RecursionError:
+        raise Unparseable("the model's answer is nested too deeply to read") from None
+
+
+def storable(text: str) -> str:
+    """Text Firestore can store: lone surrogates (invalid UTF-8) replaced."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _capped(result: ActionItems) -> ActionItems:
+    """At most MAX_ITEMS items of bounded size, and a note saying what was cut."""
+    cuts = []
+    if len(result.items) > MAX_ITEMS:
+        cuts.append(f"kept the first {MAX_ITEMS} of {len(result.items)} items")
+        result.items = result.items[:MAX_ITEMS]
+    shortened = 0
+    for item in result.items:
+        for key, limit in MAX_FIELD_CHARS.items():
+            value = item.get(key)
+            if isinstance(value, str) and len(value) > limit:
+                item[key] = value[: limit - 1] + "…"
+                shortened += 1
+    if shortened:
+        cuts.append(f"shortened {shortened} over-long field(s)")
+    if len(result.text) > MAX_TEXT_CHARS:
+        result.text = result.text[: MAX_TEXT_CHARS - 1] + "…"
+        cuts.append(f"cut the readable list at {MAX_TEXT_CHARS} characters")
+    if cuts:
+        note = "The answer was too large to keep whole: " + "; ".join(cuts) + "."
+        result.note = f"{result.note} {note}" if result.note else note
+    return result
+
+
+def _parse(content: str, finish_reason: str | None) -> ActionItems:
+    content = storable(content or "").strip()
     cut = finish_reason == "length"
     data = _load_json(content)
     if isinstance(data, dict) and isinstance(data.get("action_items"), list):
@@ -108,7 +159,7 @@ def parse(content: str, finish_reason: str | None) -> ActionItems:
         text = data.get("formatted")
         if not isinstance(text, str) or not text.strip():
             text = render(items)
-        return ActionItems(items, text.strip(), "json")
+        return ActionItems(items, storable(text).strip(), "json")
     if _FENCE.sub("", content).lstrip().startswith("{"):
         items = _salvage(content)
         reason = "cut off at max_tokens" if cut else "not valid JSON"
@@ -139,6 +190,7 @@ def _load_json(content: str) -> Any:
         return json.loads(_FENCE.sub("", content))
     except ValueError:
         return None
+    # RecursionError (a deeply nested answer) is left to parse(): poison.
 
 
 def _clean_items(raw: list[Any]) -> list[dict[str, str]]:
@@ -151,11 +203,11 @@ def _clean_items(raw: list[Any]) -> list[dict[str, str]]:
         text = entry.get("text") or entry.get("task") or entry.get("description")
         if not isinstance(text, str) or not text.strip():
             continue
-        item = {"text": " ".join(text.split())}
+        item = {"text": storable(" ".join(text.split()))}
         for key in ("owner", "due"):
             value = entry.get(key)
             if isinstance(value, str) and value.strip().lower() not in _NONE_WORDS:
-                item[key] = " ".join(value.split())
+                item[key] = storable(" ".join(value.split()))
         items.append(item)
     return items
 

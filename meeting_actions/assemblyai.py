@@ -12,11 +12,8 @@ from typing import IO, Any
 
 import requests
 
-from . import transport
+from . import lifecycle, logs, transport
 from .config import Config
-
-# Statuses that say "not now" rather than "never".
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class ApiError(Exception):
@@ -28,10 +25,14 @@ class ApiError(Exception):
         self.status = status  # None: no HTTP answer at all
         self.retry_after = retry_after  # seconds, from the Retry-After header
 
+    def failure(self) -> lifecycle.Failure:
+        """This error, classified (see lifecycle.py)."""
+        return lifecycle.from_api_status(self.status, self.message, self.retry_after)
+
     @property
     def transient(self) -> bool:
         """Worth trying again later (rate limit, server trouble, no answer)."""
-        return self.status is None or self.status in TRANSIENT_STATUSES
+        return self.failure().kind is lifecycle.Kind.TRANSIENT
 
 
 def _headers(cfg: Config) -> dict[str, str]:
@@ -86,8 +87,10 @@ def _call(
 
 
 def _scrub(cfg: Config, message: str) -> str:
-    """Belt and braces: no message leaves this module carrying the key."""
-    return message.replace(cfg.api_key, "***") if cfg.api_key else message
+    """No message leaves this module carrying the key or a URL's query
+    (a signed URL in a download error is a credential)."""
+    message = message.replace(cfg.api_key, "***") if cfg.api_key else message
+    return logs.strip_url_queries(message)
 
 
 def submit_transcript(cfg: Config, params: dict[str, Any], timeout: float = 30) -> dict:

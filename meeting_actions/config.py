@@ -33,6 +33,9 @@ class Config:
     api_key: str
     webhook_url: str
     webhook_secret: str
+    # The secret before the last rotation, accepted on deliveries while
+    # meetings submitted before the rotation can still be delivered.
+    webhook_secret_previous: str
     collection: str
     llm_model: str
     llm_max_tokens: int
@@ -49,8 +52,9 @@ class Config:
     max_generation_attempts: int
     gateway_timeout: float
     max_body_bytes: int
-    # Meetings the scheduled recovery sweep takes per run: under the
-    # gateway's 30 requests per minute, leaving room for live webhooks.
+    # Meetings the scheduled sweep takes per run, at most: the gateway's 30
+    # requests per minute. The sweep stops at the first rate limit, so it
+    # shares the limit with live deliveries instead of fighting them.
     recovery_batch: int
     # The storage trigger: which objects are meetings, and how AssemblyAI
     # gets their audio ("signed_url", or "upload" to stream it through).
@@ -59,6 +63,15 @@ class Config:
     audio_delivery: str
     signed_url_seconds: int
     max_event_age: int
+    # The function's own timeout (deploy.sh sets it): every deadline the
+    # code keeps is derived from it, so no work is cut off by the platform.
+    function_timeout: float
+    # A meeting still `queued` this long after submit had its deliveries
+    # lost: the sweep asks AssemblyAI once, then backs off.
+    stale_queued_seconds: float
+    # Paid gateway answers that could not be parsed or stored before the
+    # meeting ends in error: a parse failure repeats, so one by default.
+    max_poison_calls: int
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed setting that is empty."""
@@ -103,10 +116,12 @@ def from_env(env: dict[str, str]) -> Config:
         raise ConfigError(f"ASSEMBLYAI_REGION must be 'us' or 'eu', got {region!r}")
     eu = region == "eu"
     models = env.get("SPEECH_MODELS", "")
+    timeout = _number(env, "FUNCTION_TIMEOUT_SECONDS", 540)
     return Config(
         api_key=env.get("ASSEMBLYAI_API_KEY", "").strip(),
         webhook_url=env.get("WEBHOOK_URL", "").strip(),
         webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
+        webhook_secret_previous=env.get("WEBHOOK_SECRET_PREVIOUS", "").strip(),
         collection=env.get("FIRESTORE_COLLECTION", "").strip() or "meetings",
         llm_model=env.get("LLM_MODEL", "").strip() or DEFAULT_LLM_MODEL,
         llm_max_tokens=int(_number(env, "LLM_MAX_TOKENS", 4000)),
@@ -118,16 +133,20 @@ def from_env(env: dict[str, str]) -> Config:
             env.get("LLM_GATEWAY_BASE_URL", "").strip() or (EU_GATEWAY if eu else US_GATEWAY)
         ).rstrip("/"),
         region=region,
-        claim_seconds=_number(env, "CLAIM_SECONDS", 600),
+        # Longer than the function may run, so a live holder is never overtaken.
+        claim_seconds=_number(env, "CLAIM_SECONDS", timeout + 60),
         max_generation_attempts=int(_number(env, "MAX_GENERATION_ATTEMPTS", 5)),
         gateway_timeout=_number(env, "LLM_TIMEOUT_SECONDS", 240),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 64 * 1024)),
-        recovery_batch=int(_number(env, "RECOVERY_BATCH", 20)),
+        recovery_batch=int(_number(env, "RECOVERY_BATCH", 30)),
         audio_prefix=env.get("AUDIO_PREFIX", ""),
         max_audio_bytes=int(_number(env, "MAX_AUDIO_BYTES", 5 * 1000**3)),
         audio_delivery=_choice(env, "AUDIO_DELIVERY", ("signed_url", "upload")),
         signed_url_seconds=int(_number(env, "SIGNED_URL_SECONDS", 24 * 3600)),
         max_event_age=int(_number(env, "MAX_EVENT_AGE_SECONDS", 3 * 24 * 3600)),
+        function_timeout=timeout,
+        stale_queued_seconds=_number(env, "STALE_QUEUED_SECONDS", 900),
+        max_poison_calls=int(_number(env, "MAX_POISON_CALLS", 1)),
     )
 
 

@@ -1,55 +1,80 @@
-"""The flow of one meeting: submit, then on AssemblyAI's webhook claim the
-work, ask the LLM Gateway once, and write the result.
+"""The flow of one meeting: submit; on AssemblyAI's webhook, claim the work,
+ask the LLM Gateway once and write the result; and the scheduled sweep
+that finishes what deliveries could not.
 
-Every public function returns an Outcome (an HTTP status and a JSON body)
-chosen so the caller does the right thing: AssemblyAI retries a 5xx and
-gives up on a 4xx, so "try again later" is a 503 and "done, or never
-possible" is a 2xx with the reason written to the meeting's document.
+Every public function returns a lifecycle result (Done, Busy, Refused);
+the entry points in main.py map them to HTTP, uploads.py to acknowledge
+or raise. The states, their deadlines and the failure kinds are in
+lifecycle.py; the claim is lease.py's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import time
+import traceback
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import action_items, assemblyai, inputs, logs, record
+from . import action_items, assemblyai, inputs, lease, lifecycle, logs, record
 from .config import WEBHOOK_SECRET_HEADER, Config
+from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
 
-# AssemblyAI retries a failed delivery 10 seconds later.
-RETRY_AFTER = 10
-
-
-@dataclasses.dataclass
-class Outcome:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+# How long the sweep waits before looking again at a meeting it could not
+# move because AssemblyAI or the key was failing.
+RECHECK_SECONDS = 60
 
 
-def _busy(message: str, retry_after: float = RETRY_AFTER, **body: Any) -> Outcome:
-    seconds = str(max(1, round(retry_after)))
-    return Outcome(503, {"error": message, **body}, {"Retry-After": seconds})
+def write_budget(cfg: Config) -> float:
+    """Seconds kept back at the end of a run for the final write."""
+    return min(record.PATIENT_SECONDS, max(2.0, cfg.function_timeout / 10))
 
 
-def firestore_guard(func: Callable[..., Outcome]) -> Callable[..., Outcome]:
-    """Firestore being away is a 503: the caller comes back later."""
+def deadline_of(cfg: Config, started: float | None = None) -> float:
+    """The monotonic time this invocation must be done by: its timeout, less a margin."""
+    started = time.monotonic() if started is None else started
+    return started + cfg.function_timeout - min(5.0, cfg.function_timeout / 20)
+
+
+def firestore_guard(func: Callable[..., Result]) -> Callable[..., Result]:
+    """A Firestore failure that escapes the flow is classified and handed
+    back as Busy: transient ones are retried, operator ones say what to fix."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Outcome:
+    def wrapper(*args: Any, **kwargs: Any) -> Result:
         try:
             return func(*args, **kwargs)
         except record.Unavailable as exc:
-            tid = kwargs.get("transcript_id") or next((a for a in args if isinstance(a, str)), None)
-            logs.error("Firestore is unavailable", tid, detail=type(exc).__name__)
-            return _busy("the meeting store (Firestore) is unavailable, try again later")
+            failure = lifecycle.from_firestore(exc)
+            tid = kwargs.get("transcript_id") or next(
+                (a for a in args[1:] if isinstance(a, str)), None
+            )
+            logs.error(failure.message, tid, kind=str(failure.kind))
+            return Busy(
+                "the meeting store (Firestore) is unavailable, try again later"
+                if failure.kind is Kind.TRANSIENT
+                else failure.message,
+                60 if failure.kind is Kind.OPERATOR else lifecycle.RETRY_AFTER,
+                kind=failure.kind,
+                transcript_id=tid,
+            )
 
     return wrapper
+
+
+def _busy_for(failure: Failure, tid: str | None, what: str) -> Busy:
+    """The Busy a transient or operator failure becomes, logged once."""
+    if failure.kind is Kind.OPERATOR:
+        logs.error(f"{what}: {failure.message}", tid, kind=str(failure.kind))
+        return Busy(f"{what}: {failure.message}", 60, Kind.OPERATOR, tid)
+    logs.warning(f"{what}: {failure.message}", tid, kind=str(failure.kind))
+    wait = min(max(failure.retry_after or lifecycle.RETRY_AFTER, 1), 300)
+    return Busy(f"{what}: {failure.message}", wait, Kind.TRANSIENT, tid)
 
 
 # --- submit ---------------------------------------------------------------
@@ -110,17 +135,11 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
     }
 
 
-@firestore_guard
-def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = None) -> Outcome:
-    """Hand the recording to AssemblyAI, then record the queued meeting."""
+def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, Any]) -> str:
+    """Hand the recording to AssemblyAI; its transcript id. Raises Failure."""
     cfg.require("api_key", "webhook_url", "webhook_secret")
     options = options_of(sub, cfg)
-    source = source or record.source_of_url(sub.audio_url)
-    hints = Hints(
-        sub.answer_format,
-        sub.metadata,
-        source if source.get("kind") != "url" else None,
-    )
+    hints = Hints(sub.answer_format, sub.metadata, source if source.get("kind") != "url" else None)
     params: dict[str, Any] = {
         "audio_url": sub.audio_url,
         "webhook_url": webhook_url(cfg, hints),
@@ -133,56 +152,81 @@ def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = 
     try:
         transcript = assemblyai.submit_transcript(cfg, params)
     except assemblyai.ApiError as exc:
-        logs.warning("AssemblyAI did not accept the recording", error=exc.message)
-        if exc.transient:
-            return _busy(f"AssemblyAI is unavailable: {exc.message}")
-        return Outcome(502, {"error": f"AssemblyAI refused the job: {exc.message}"})
+        raise exc.failure() from None
     tid = transcript.get("id") if isinstance(transcript, dict) else None
     if not isinstance(tid, str) or not tid:
-        return Outcome(502, {"error": "AssemblyAI's answer has no transcript id"})
+        raise Failure(Kind.PERMANENT, "AssemblyAI's answer has no transcript id")
+    return tid
+
+
+def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[str, Any]) -> None:
+    """Write the queued meeting's document. Raises Failure if Firestore fails."""
     fields = {
-        "status": record.QUEUED,
+        "status": lifecycle.QUEUED,
         "transcript_id": tid,
         "source": source,
-        "options": options,
+        "options": options_of(sub, cfg),
         "metadata": sub.metadata,
+        # Deliveries normally move it on long before; if all of them are
+        # lost, the sweep asks AssemblyAI then.
+        "sweep_at": lifecycle.queued_check_at(record.now(), 0, cfg.stale_queued_seconds),
+        "queued_checks": 0,
     }
     try:
-        record.create(cfg, tid, fields)
-    except record.LostRace:
-        # The webhook got there first (a very fast failure, say): add what
-        # only the submitter knows, leave the status alone.
-        record.update(cfg, tid, {k: v for k, v in fields.items() if k != "status"})
-    except record.Unavailable:
-        logs.error("AssemblyAI accepted the job but Firestore is unavailable", tid)
-        return _busy(
+        try:
+            record.create(cfg, tid, fields)
+        except record.LostRace:
+            # The webhook got there first (a very fast failure, say) and built
+            # the document from AssemblyAI's record and the webhook URL's
+            # hints. Nothing to add, and any write now would void a live
+            # holder's final write, which is conditioned on its claim.
+            logs.info("the meeting was recorded by its webhook already", tid)
+    except record.Unavailable as exc:
+        raise lifecycle.from_firestore(exc) from None
+
+
+def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = None) -> Result:
+    """Hand the recording to AssemblyAI, then record the queued meeting."""
+    source = source or record.source_of_url(sub.audio_url)
+    try:
+        tid = start_transcription(cfg, sub, source)
+    except Failure as failure:
+        if failure.kind is Kind.PERMANENT:
+            logs.warning("AssemblyAI did not accept the recording", error=failure.message)
+            return Refused(f"AssemblyAI refused the job: {failure.message}", by="assemblyai")
+        return _busy_for(failure, None, "AssemblyAI did not accept the recording")
+    try:
+        record_queued(cfg, tid, sub, source)
+    except Failure as failure:
+        logs.error("AssemblyAI accepted the job but its record could not be written", tid,
+                   error=failure.message)  # fmt: skip
+        return Busy(
             "AssemblyAI accepted the job but its record could not be written; "
             "it will be written when the transcript is ready. Do not resubmit.",
+            kind=failure.kind,
             transcript_id=tid,
         )
     logs.info("submitted", tid, source=source.get("kind"))
-    return Outcome(
-        202,
-        {"transcript_id": tid, "status": record.QUEUED, "document": record.path(cfg, tid)},
-    )
+    return Done(lifecycle.QUEUED, tid, record.path(cfg, tid))
 
 
-# --- webhook ----------------------------------------------------------------
+# --- the webhook ---------------------------------------------------------------
 
 
-def on_webhook(cfg: Config, event: inputs.WebhookEvent, hints: Hints) -> Outcome:
+def on_webhook(
+    cfg: Config, event: inputs.WebhookEvent, hints: Hints, deadline: float | None = None
+) -> Result:
     """Act on one (authenticated) delivery from AssemblyAI."""
     if event.status == "redacted_audio_ready":
         logs.info("ignored a redacted_audio_ready delivery")
-        return Outcome(200, {"status": "ignored", "reason": "redacted_audio_ready"})
+        return Done("ignored", detail={"reason": "redacted_audio_ready"})
     tid = event.transcript_id
     assert tid is not None
-    if event.status == "completed":
-        return complete(cfg, tid, hints)
-    if event.status == "error":
-        return record_transcription_error(cfg, tid, hints)
+    deadline = deadline or deadline_of(cfg)
+    if event.status in ("completed", "error"):
+        return complete(cfg, tid, hints, deadline)
     logs.warning("ignored a delivery with an unknown status", tid, status=event.status[:40])
-    return Outcome(200, {"status": "ignored", "reason": "unknown status"})
+    return Done("ignored", tid, detail={"reason": "unknown status"})
 
 
 def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[str, Any]:
@@ -209,331 +253,388 @@ def _transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@firestore_guard
-def record_transcription_error(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
-    """AssemblyAI could not transcribe: write its reason on the document."""
-    doc = record.path(cfg, transcript_id)
-    for _ in range(3):
-        snap = record.read(cfg, transcript_id)
-        data = snap.to_dict() if snap.exists else None
-        if data and data.get("status") in record.FINAL:
-            return Outcome(200, {"status": data["status"], "document": doc})
-        try:
-            transcript = assemblyai.get_transcript(cfg, transcript_id)
-        except assemblyai.ApiError as exc:
-            if exc.transient:
-                return _busy(f"could not read the transcript from AssemblyAI: {exc.message}")
-            if data is None:  # not a meeting of ours, nor one AssemblyAI knows
-                return Outcome(404, {"error": f"AssemblyAI: {exc.message}"})
-            transcript = {"id": transcript_id, "error": f"AssemblyAI: {exc.message}"}
-        fields = {
-            "status": record.ERROR,
-            "error": transcript.get("error") or "AssemblyAI reported an error without a message",
-            "error_stage": "transcription",
-            **_transcript_facts(transcript),
-        }
-        try:
-            if data is None:
-                record.create(
-                    cfg, transcript_id, {**_document_from_transcript(transcript, hints), **fields}
-                )
-            else:
-                record.update(cfg, transcript_id, fields, if_unchanged_since=snap.update_time)
-        except record.LostRace:
-            continue
-        logs.warning("transcription failed", transcript_id, error=fields["error"])
-        return Outcome(200, {"status": record.ERROR, "document": doc})
-    return _busy("the meeting's document kept changing, try again")
-
-
-# --- generation of the action items -------------------------------------------
-
-
-class _Claim:
-    """This caller's hold on a meeting's generation."""
-
-    def __init__(self, cfg: Config, transcript_id: str, data: dict[str, Any], version: Any):
-        self.cfg = cfg
-        self.transcript_id = transcript_id
-        self.data = data
-        self.version = version  # update time of our claim write
-        self.generation = dict(data.get("generation") or {})
-
-    def release(self, last_error: str, count_attempt: bool, retry_after: float = 0) -> None:
-        """Give the work back so a later delivery or the sweep can take it."""
-        gen = {**self.generation, "lease_expires_at": record.now(), "last_error": last_error}
-        if count_attempt:
-            gen["attempts"] = int(gen.get("attempts") or 0) + 1
-        if retry_after:
-            gen["not_before"] = record.now() + dt.timedelta(seconds=retry_after)
-        self._write({"generation": gen}, "release")
-
-    def finish(self, fields: dict[str, Any], quick: bool = False) -> bool:
-        gen = {**self.generation, "lease_expires_at": None, "finished_at": record.now()}
-        return self._write({**fields, "generation": gen}, "finish", quick)
-
-    def _write(self, fields: dict[str, Any], what: str, quick: bool = True) -> bool:
-        try:
-            record.update(
-                self.cfg,
-                self.transcript_id,
-                fields,
-                if_unchanged_since=self.version,
-                **(record.QUICK if quick else record.PATIENT),
-            )
-            return True
-        except record.LostRace:
-            # Our lease ran out and someone else holds the work now.
-            logs.warning(f"could not {what}: the claim was taken over", self.transcript_id)
-            return False
-
-
-def _claim(
-    cfg: Config, tid: str, hints: Hints, holder: str
-) -> tuple[_Claim | None, Outcome | None, dict | None]:
-    """Win the right to generate, or say why not (done, or someone else is)."""
-    transcript = None
-    for _ in range(4):
-        snap = record.read(cfg, tid)
-        data = snap.to_dict() if snap.exists else None
-        doc = record.path(cfg, tid)
-        if data and data.get("status") in record.FINAL:
-            return None, Outcome(200, {"status": data["status"], "document": doc}), None
-        at = record.now()
-        gen = dict((data or {}).get("generation") or {})
-        if data and record.lease_is_live(data, at):
-            if gen.get("holder") == holder:  # our own write, retried after a lost answer
-                return _Claim(cfg, tid, data, snap.update_time), None, transcript
-            return (
-                None,
-                _busy(
-                    "another delivery is generating this meeting's action items",
-                    status=record.GENERATING,
-                ),
-                None,
-            )
-        not_before = gen.get("not_before")
-        if isinstance(not_before, dt.datetime) and not_before > at:
-            wait = (not_before - at).total_seconds()
-            return (
-                None,
-                _busy("waiting for the LLM Gateway's rate limit", wait, status=record.GENERATING),
-                None,
-            )
-        gen.update(
-            holder=holder,
-            lease_expires_at=at + dt.timedelta(seconds=cfg.claim_seconds),
-            claimed_at=at,
-            attempts=int(gen.get("attempts") or 0),
-        )
-        try:
-            if data is None:
-                # A webhook before its document (Firestore was away at submit
-                # time, or AssemblyAI failed very fast): build it from
-                # AssemblyAI's record.
-                transcript = transcript or assemblyai.get_transcript(cfg, tid)
-                data = {
-                    **_document_from_transcript(transcript, hints),
-                    "status": record.GENERATING,
-                    "generation": gen,
-                }
-                version = record.create(cfg, tid, data)
-            else:
-                data = {**data, "status": record.GENERATING, "generation": gen}
-                version = record.update(
-                    cfg,
-                    tid,
-                    {"status": record.GENERATING, "generation": gen},
-                    if_unchanged_since=snap.update_time,
-                )
-        except record.LostRace:
-            continue
-        return _Claim(cfg, tid, data, version), None, transcript
-    return (
-        None,
-        _busy(
-            "another delivery is generating this meeting's action items", status=record.GENERATING
-        ),
-        None,
-    )
+def _read_transcript(cfg: Config, tid: str) -> dict[str, Any]:
+    try:
+        transcript = assemblyai.get_transcript(cfg, tid)
+    except assemblyai.ApiError as exc:
+        raise exc.failure() from None
+    if not isinstance(transcript, dict):
+        raise Failure(Kind.TRANSIENT, "AssemblyAI's transcript is not an object")
+    return transcript
 
 
 @firestore_guard
-def complete(cfg: Config, transcript_id: str, hints: Hints) -> Outcome:
-    """Generate and store the action items of a transcribed meeting, once."""
+def complete(
+    cfg: Config,
+    transcript_id: str,
+    hints: Hints,
+    deadline: float,
+    transcript: dict[str, Any] | None = None,
+) -> Result:
+    """Generate and store the action items of a transcribed meeting, once;
+    or record why AssemblyAI could not transcribe it."""
     cfg.require("api_key")
     tid = transcript_id
-    doc = record.path(cfg, tid)
-    holder = uuid.uuid4().hex
-    # The holder stops before its lease ends, so no one overtakes a live one.
     started = time.monotonic()
-    stop_at = started + cfg.claim_seconds * 0.9 - 1
-    try:
-        claim, refusal, transcript = _claim(cfg, tid, hints, holder)
-    except assemblyai.ApiError as exc:
-        # Only when building a missing document: nothing was written.
-        if exc.transient:
-            return _busy(f"could not read the transcript from AssemblyAI: {exc.message}")
-        logs.warning("AssemblyAI does not know this transcript", tid, error=exc.message)
-        return Outcome(404, {"error": f"AssemblyAI: {exc.message}"})
-    if claim is None:
-        assert refusal is not None
-        return refusal
-    logs.info(
-        "claimed the generation of action items", tid, attempt=claim.generation.get("attempts")
-    )
+    read: dict[str, Any] = {"transcript": transcript}
 
+    def decide(data: dict[str, Any] | None, at: dt.datetime) -> Result | None:
+        if data and data.get("status") in lifecycle.FINAL:
+            return Done(data["status"], tid, record.path(cfg, tid))
+        not_before = ((data or {}).get("generation") or {}).get("not_before")
+        if isinstance(not_before, dt.datetime) and not_before > at:
+            wait = (not_before - at).total_seconds()
+            return Busy("waiting for the LLM Gateway's rate limit", wait, transcript_id=tid,
+                        rate_limited=True)  # fmt: skip
+        return None
+
+    def create() -> dict[str, Any]:
+        # A delivery before its document (Firestore was away at submit
+        # time, or AssemblyAI failed very fast): build it from AssemblyAI's record.
+        read["transcript"] = read["transcript"] or _read_transcript(cfg, tid)
+        return _document_from_transcript(read["transcript"], hints)
+
+    try:
+        claimed = lease.claim(
+            cfg.collection, tid, "generation", uuid.uuid4().hex, cfg.claim_seconds,
+            decide, lambda _: {"status": lifecycle.GENERATING}, create,
+        )  # fmt: skip
+    except Failure as failure:  # reading the transcript for a missing document
+        if failure.kind is Kind.PERMANENT:
+            logs.warning("AssemblyAI does not know this transcript", tid, error=failure.message)
+            return Refused(f"AssemblyAI: {failure.message}", by="unknown")
+        return _busy_for(failure, tid, "could not read the transcript from AssemblyAI")
+    if not isinstance(claimed, lease.Lease):
+        if isinstance(claimed, Refused):
+            return Refused("no such meeting", by="unknown")
+        return claimed
+    logs.info("claimed the meeting", tid, attempt=claimed.state.get("attempts"))
+    _resolve_upload(cfg, claimed.data.get("source"), tid)
+    try:
+        return _generate(cfg, claimed, read["transcript"], hints, deadline, started)
+    except record.Unavailable:
+        raise  # Firestore is away: the guard answers "later", the lease expires
+    except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
+        return _crashed(cfg, claimed, exc)
+
+
+def _resolve_upload(cfg: Config, source: Any, tid: str) -> None:
+    """Record the transcript id on the upload that started this meeting, if
+    the storage trigger could not (it failed right after AssemblyAI
+    accepted the job): a retried event then knows not to submit it again."""
+    if not isinstance(source, dict) or source.get("kind") != "gcs":
+        return
+    parts = [source.get(k) for k in ("bucket", "name", "generation")]
+    if not all(isinstance(p, str) and p for p in parts):
+        return
+    key = record.upload_key(*parts)
+    collection = record.uploads_collection(cfg)
+    try:
+        data, version = record.store().get(collection, key)
+        if data and data.get("status") == lifecycle.SUBMITTING and not data.get("transcript_id"):
+            record.store().update(
+                collection, key,
+                {"status": lifecycle.SUBMITTED, "transcript_id": tid, "sweep_at": None,
+                 "updated_at": record.SERVER_TIMESTAMP},
+                version,
+            )  # fmt: skip
+            logs.info("recorded the transcript on its upload", tid, upload=key)
+    except Exception:  # noqa: BLE001 - best effort: the upload's own lease still holds
+        logs.warning("could not record the transcript on its upload", tid, upload=key)
+
+
+def _generate(
+    cfg: Config,
+    held: lease.Lease,
+    transcript: dict[str, Any] | None,
+    hints: Hints,
+    deadline: float,
+    started: float,
+) -> Result:
+    tid = held.doc_id
+    doc = record.path(cfg, tid)
     claimed = time.monotonic()
     if transcript is None:
         try:
-            transcript = assemblyai.get_transcript(cfg, tid)
-        except assemblyai.ApiError as exc:
-            if exc.transient:
-                claim.release(f"reading the transcript: {exc.message}", count_attempt=False)
-                return _busy(f"could not read the transcript from AssemblyAI: {exc.message}")
-            return _fail(
-                claim, f"AssemblyAI could not return the transcript: {exc.message}", "transcription"
-            )
+            transcript = _read_transcript(cfg, tid)
+        except Failure as failure:
+            if failure.kind is Kind.PERMANENT:
+                return _fail(held, f"AssemblyAI could not return the transcript: {failure.message}",
+                             "transcription")  # fmt: skip
+            held.release(f"reading the transcript: {failure.message}",
+                         sweep_at=_later(RECHECK_SECONDS))  # fmt: skip
+            return _busy_for(failure, tid, "could not read the transcript from AssemblyAI")
     facts = _transcript_facts(transcript)
     if transcript.get("status") == "error":
-        claim.finish(
-            {
-                "status": record.ERROR,
-                "error": transcript.get("error") or "transcription failed",
-                "error_stage": "transcription",
-                **facts,
-            }
-        )
-        return Outcome(200, {"status": record.ERROR, "document": doc})
+        message = logs.strip_url_queries(str(transcript.get("error") or "transcription failed"))
+        logs.warning("transcription failed", tid, error=message)
+        return _fail(held, message, "transcription", facts)
     if transcript.get("status") != "completed":
-        claim.release("the transcript is not completed yet", count_attempt=False)
-        return _busy("the transcript is not completed yet")
+        held.release("the transcript is not completed yet",
+                     extra={"status": lifecycle.QUEUED},
+                     sweep_at=_later(cfg.stale_queued_seconds))  # fmt: skip
+        return Busy("the transcript is not completed yet", transcript_id=tid)
 
-    answer_format = (claim.data.get("options") or {}).get("answer_format") or hints.answer_format
+    # Never start a gateway call that cannot finish, with its write, in time.
+    gateway_deadline = deadline - write_budget(cfg)
+    if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
+        held.release("no time left in this run for the LLM Gateway")
+        return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
+    answer_format = (held.data.get("options") or {}).get("answer_format") or hints.answer_format
     body = action_items.request_body(
         tid, cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT, cfg.llm_max_tokens
     )
     asked = time.monotonic()
     try:
-        answer = assemblyai.chat_completion(cfg, body, deadline=stop_at)
-        choice = answer["choices"][0]
-        content = choice["message"]["content"]
-        if not isinstance(content, str):
-            raise TypeError("content is not text")
+        answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
     except assemblyai.ApiError as exc:
-        return _gateway_failed(claim, exc)
-    except (KeyError, IndexError, TypeError):
-        return _gateway_failed(
-            claim, assemblyai.ApiError("the LLM Gateway's answer has no message", 502)
-        )
-
+        return _gateway_failed(cfg, held, exc)
     answered = time.monotonic()
-    result = action_items.parse(content, choice.get("finish_reason"))
-    usage = answer.get("usage") or {}
-    fields = {
-        "status": record.COMPLETED,
+    # From here on the answer is paid for: whatever fails is poison.
+    try:
+        fields = _result_fields(cfg, answer, facts)
+        if held.data.get("error"):  # a retry after an earlier failure: clear it
+            fields.update(error=None, error_stage=None)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        return _poison(cfg, held, _reason(exc))
+    try:
+        written = held.finish(fields)
+    except record.Unavailable as exc:
+        failure = lifecycle.from_firestore(exc)
+        if failure.kind is Kind.TRANSIENT:
+            raise  # the guard answers 503; the lease expires, the work is redone
+        return _poison(cfg, held, f"the result could not be stored: {failure.message}")
+    except (ValueError, TypeError, UnicodeError) as exc:
+        return _poison(cfg, held, f"the result could not be stored: {_reason(exc)}")
+    if not written:
+        return Busy("lost the claim before the result was written", transcript_id=tid)
+    ms = {"claim": claimed - started, "transcript": asked - claimed,
+          "gateway": answered - asked, "write": time.monotonic() - answered}  # fmt: skip
+    logs.info("action items written", tid, items=len(fields["action_items"]),
+              parsed_as=fields["llm"]["parsed_as"], ms={k: round(v * 1000) for k, v in ms.items()})  # fmt: skip
+    return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})
+
+
+def _result_fields(cfg: Config, answer: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    """The document's fields from a gateway answer; raises on an unusable one."""
+    choice = answer["choices"][0]
+    content = choice["message"]["content"]
+    if not isinstance(content, str):
+        raise TypeError("the answer's content is not text")
+    finish_reason = choice.get("finish_reason")
+    result = action_items.parse(content, finish_reason if isinstance(finish_reason, str) else None)
+    usage = answer.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    request = answer.get("request")
+    model = (request.get("model") if isinstance(request, dict) else None) or answer.get("model")
+
+    def text(value: Any, limit: int = 200) -> str | None:
+        return action_items.storable(value[:limit]) if isinstance(value, str) else None
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return {
+        "status": lifecycle.COMPLETED,
         "action_items": result.items,
         "action_items_text": result.text,
         "llm": {
-            "model": answer.get("model") or cfg.llm_model,
+            "model": text(model) or cfg.llm_model,
             "requested_model": cfg.llm_model,
-            "request_id": answer.get("request_id"),
-            "finish_reason": choice.get("finish_reason"),
+            "request_id": text(answer.get("request_id")),
+            "finish_reason": text(finish_reason),
             "parsed_as": result.parsed_as,
-            "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens")),
-            "output_tokens": usage.get("output_tokens", usage.get("completion_tokens")),
-            "total_tokens": usage.get("total_tokens"),
+            "input_tokens": count(usage.get("input_tokens", usage.get("prompt_tokens"))),
+            "output_tokens": count(usage.get("output_tokens", usage.get("completion_tokens"))),
+            "total_tokens": count(usage.get("total_tokens")),
         },
         "note": result.note,
-        "completed_at": record.firestore.SERVER_TIMESTAMP,
+        "completed_at": record.SERVER_TIMESTAMP,
         **facts,
     }
-    if claim.finish(fields):
-        # Where the webhook's time went, for anyone asking why a meeting was slow.
-        ms = {
-            "claim": claimed - started,
-            "transcript": asked - claimed,
-            "gateway": answered - asked,
-            "write": time.monotonic() - answered,
-        }
-        logs.info(
-            "action items written",
-            tid,
-            items=len(result.items),
-            parsed_as=result.parsed_as,
-            ms={k: round(v * 1000) for k, v in ms.items()},
-        )
-    return Outcome(
-        200, {"status": record.COMPLETED, "document": doc, "action_items": len(result.items)}
-    )
 
 
-def _gateway_failed(claim: _Claim, exc: assemblyai.ApiError) -> Outcome:
-    """Rate limits wait, transient failures count, refusals end the meeting."""
-    tid = claim.transcript_id
-    message = f"LLM Gateway: {exc.message}"
+def _reason(exc: BaseException) -> str:
+    return logs.strip_url_queries(str(exc) or type(exc).__name__)[:300]
+
+
+def _later(seconds: float) -> dt.datetime:
+    return record.now() + dt.timedelta(seconds=seconds)
+
+
+def _gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) -> Result:
+    """Rate limits wait, transient failures count, operator ones wait
+    uncounted, refusals end the meeting."""
+    tid = held.doc_id
+    failure = exc.failure()
+    message = f"LLM Gateway: {failure.message}"
     if exc.status == 429:
         logs.warning("the LLM Gateway is rate limiting, will try later", tid)
-        wait = min(max(exc.retry_after or RETRY_AFTER, 1), 300)
-        claim.release(message, count_attempt=False, retry_after=wait)
-        return _busy("the LLM Gateway is rate limiting, try again later", wait)
-    if exc.transient:
-        attempts = int(claim.generation.get("attempts") or 0) + 1
-        if attempts < claim.cfg.max_generation_attempts:
-            logs.warning(
-                "the LLM Gateway failed, will try again", tid, error=message, attempts=attempts
-            )
-            claim.release(message, count_attempt=True)
-            return _busy("the LLM Gateway failed, try again later")
-        claim.generation["attempts"] = attempts
+        wait = min(max(exc.retry_after or lifecycle.RETRY_AFTER, 1), 300)
+        held.release(message, not_before=_later(wait))
+        return Busy("the LLM Gateway is rate limiting, try again later", wait, transcript_id=tid,
+                    rate_limited=True)  # fmt: skip
+    if failure.kind is Kind.OPERATOR:
+        held.release(message, sweep_at=_later(RECHECK_SECONDS))
+        return _busy_for(failure, tid, "the LLM Gateway refused the key")
+    if failure.kind is Kind.TRANSIENT:
+        attempts = int(held.state.get("attempts") or 0) + 1
+        if attempts < cfg.max_generation_attempts:
+            logs.warning("the LLM Gateway failed, will try again", tid, error=message,
+                         attempts=attempts)  # fmt: skip
+            held.release(message, count_attempt=True)
+            return Busy("the LLM Gateway failed, try again later", transcript_id=tid)
         message = f"gave up after {attempts} failed attempts; last: {message}"
-    return _fail(claim, message, "action_items")
+        return _fail(held, message, "action_items", attempts=attempts)
+    return _fail(held, message, "action_items")
 
 
-def _fail(claim: _Claim, message: str, stage: str) -> Outcome:
-    logs.error("the meeting failed", claim.transcript_id, error=message, stage=stage)
-    claim.finish({"status": record.ERROR, "error": message, "error_stage": stage})
-    return Outcome(
-        200, {"status": record.ERROR, "document": record.path(claim.cfg, claim.transcript_id)}
-    )
+def _poison(cfg: Config, held: lease.Lease, reason: str) -> Result:
+    """A paid answer that cannot be parsed or stored: asking again would
+    most likely pay for the same failure, so stop after MAX_POISON_CALLS."""
+    tid = held.doc_id
+    calls = int(held.state.get("poison_calls") or 0) + 1
+    message = f"the model's answer could not be used: {reason}"
+    if calls < cfg.max_poison_calls:
+        logs.error(message + "; will ask again", tid, poison_calls=calls)
+        held.data.setdefault("generation", {})["poison_calls"] = calls
+        held.release(message, count_attempt=True)
+        return Busy(message, transcript_id=tid)
+    return _fail(held, message, "action_items", poison_calls=calls)
 
 
-# --- recovery ---------------------------------------------------------------
+def _crashed(cfg: Config, held: lease.Lease, exc: Exception) -> Result:
+    """A bug after the claim: give the claim back and count the attempt, so
+    the meeting is retried a bounded number of times, then ends in error."""
+    tid = held.doc_id
+    logs.error("unexpected error while holding the meeting", tid,
+               traceback=traceback.format_exc(limit=20))  # fmt: skip
+    attempts = int(held.state.get("attempts") or 0) + 1
+    try:
+        if attempts >= cfg.max_generation_attempts:
+            return _fail(held, f"internal error ({type(exc).__name__}) after {attempts} attempts",
+                         "action_items", attempts=attempts)  # fmt: skip
+        held.release(f"internal error: {type(exc).__name__}", count_attempt=True)
+    except Exception:  # noqa: BLE001 - the lease expires by itself
+        logs.error("could not give the claim back", tid)
+    return Busy("internal error, try again later", transcript_id=tid)
+
+
+def _fail(
+    held: lease.Lease,
+    message: str,
+    stage: str,
+    facts: dict[str, Any] | None = None,
+    **generation: Any,
+) -> Result:
+    tid = held.doc_id
+    message = logs.strip_url_queries(message)[:1000]
+    logs.error("the meeting failed", tid, error=message, stage=stage)
+    fields: dict[str, Any] = {
+        "status": lifecycle.ERROR,
+        "error": message,
+        "error_stage": stage,
+        **(facts or {}),
+    }
+    if generation:
+        fields["generation"] = generation
+    if not held.finish(fields):
+        return Busy("lost the claim before the error was written", transcript_id=tid)
+    return Done(lifecycle.ERROR, tid, f"{held.collection}/{tid}")
+
+
+# --- the sweep -----------------------------------------------------------------
 
 
 @firestore_guard
-def recover(cfg: Config, batch: int) -> Outcome:
-    """Finish meetings left in `generating` once AssemblyAI stopped retrying.
+def check_queued(cfg: Config, transcript_id: str, deadline: float) -> Result:
+    """A queued meeting whose deliveries never came: ask AssemblyAI once."""
+    tid = transcript_id
+    data, version = record.read(cfg, tid)
+    if not data or data.get("status") != lifecycle.QUEUED:
+        return Done(str((data or {}).get("status")), tid)
+    try:
+        transcript = _read_transcript(cfg, tid)
+    except Failure as failure:
+        if failure.kind is Kind.PERMANENT:
+            transcript = {"id": tid, "status": "error", "error": f"AssemblyAI: {failure.message}"}
+        else:
+            _reschedule(cfg, tid, {"sweep_at": _later(RECHECK_SECONDS)}, version)
+            return _busy_for(failure, tid, "could not read the transcript from AssemblyAI")
+    if transcript.get("status") in ("completed", "error"):
+        logs.warning("AssemblyAI's deliveries were lost; the sweep takes the meeting on", tid,
+                     transcript_status=transcript.get("status"))  # fmt: skip
+        return complete(cfg, tid, Hints(), deadline, transcript)
+    checks = int(data.get("queued_checks") or 0) + 1
+    created = data.get("created_at")
+    base = created if isinstance(created, dt.datetime) else record.now()
+    later = max(lifecycle.queued_check_at(base, checks, cfg.stale_queued_seconds), _later(60))
+    _reschedule(cfg, tid, {"sweep_at": later, "queued_checks": checks}, version)
+    return Busy("AssemblyAI is still transcribing", (later - record.now()).total_seconds(),
+                transcript_id=tid)  # fmt: skip
 
-    Called on a schedule. Takes meetings whose claim expired or was given
-    back (a dead instance, a gateway that failed or rate limited past
-    AssemblyAI's last delivery), at most `batch` per run so the sweep stays
-    under the gateway's rate limit, and stops early when the gateway says
-    it is still rate limiting. Each goes through the same claim as a
-    webhook delivery, so a sweep racing a delivery cannot double the work.
+
+def _reschedule(cfg: Config, tid: str, fields: dict[str, Any], version: Any) -> None:
+    # On a lost race someone moved it on meanwhile: nothing to reschedule.
+    with contextlib.suppress(*record.LostRace):
+        record.update(cfg, tid, fields, if_unchanged_since=version)
+
+
+@firestore_guard
+def sweep(cfg: Config, deadline: float | None = None) -> Result:
+    """Move on every meeting whose `sweep_at` has passed (see lifecycle.py).
+
+    Called every minute by Cloud Scheduler. Takes at most RECOVERY_BATCH
+    meetings, oldest deadline first, each on its own (one bad meeting
+    cannot stop the rest), starts no gateway call that cannot finish
+    before the run's deadline, and stops at the gateway's first rate limit.
     """
+    deadline = deadline or deadline_of(cfg)
     at = record.now()
-    waiting = []
-    for snap in record.stuck_generating(cfg, limit=batch * 10):
-        data = snap.to_dict()
-        gen = data.get("generation") or {}
-        not_before = gen.get("not_before")
-        if record.lease_is_live(data, at) or (
-            isinstance(not_before, dt.datetime) and not_before > at
-        ):
-            continue
-        waiting.append(snap.id)
-    results: dict[str, int] = {}
-    for tid in waiting[:batch]:
-        outcome = complete(cfg, tid, Hints())
-        results[tid] = outcome.status
-        if "rate limiting" in str(outcome.body.get("error", "")):
+    due = record.due(cfg, at, limit=cfg.recovery_batch * 2)
+    results: dict[str, str] = {}
+    stopped = None
+    needed = min(cfg.gateway_timeout, 30) + write_budget(cfg)
+    for tid, data in due:
+        if len(results) >= cfg.recovery_batch:
+            stopped = "batch"
             break
-    if results:
-        logs.info(
-            "recovery sweep",
-            recovered=sum(1 for s in results.values() if s == 200),
-            tried=len(results),
-            waiting=len(waiting),
-        )
-    return Outcome(200, {"waiting": len(waiting), "tried": len(results), "results": results})
+        if time.monotonic() + needed > deadline:
+            stopped = "deadline"
+            break
+        status = data.get("status")
+        try:
+            if status == lifecycle.QUEUED:
+                result = check_queued(cfg, tid, deadline)
+            elif status == lifecycle.GENERATING:
+                result = complete(cfg, tid, Hints(), deadline)
+            else:  # final, nothing pending: stop looking at it
+                _reschedule(cfg, tid, {"sweep_at": None}, None)
+                continue
+        except Exception:  # noqa: BLE001 - one bad meeting must not stop the run
+            logs.error("the sweep could not handle a meeting", tid,
+                       traceback=traceback.format_exc(limit=20))  # fmt: skip
+            results[tid] = "crashed"
+            continue
+        results[tid] = _name(result)
+        if isinstance(result, Busy) and result.rate_limited:
+            stopped = "rate_limited"
+            break
+        if isinstance(result, Busy) and result.kind is Kind.OPERATOR:
+            stopped = "operator"  # every meeting would fail the same way
+            break
+    if results or stopped:
+        counts: dict[str, int] = {}
+        for name in results.values():
+            counts[name] = counts.get(name, 0) + 1
+        logs.info("sweep", due=len(due), handled=len(results), stopped=stopped, **counts)
+    return Done("swept", detail={"due": len(due), "tried": len(results), "stopped": stopped,
+                                 "results": results})  # fmt: skip
+
+
+def _name(result: Result) -> str:
+    if isinstance(result, Done):
+        return result.status
+    if isinstance(result, Busy):
+        return "rate_limited" if result.rate_limited else f"busy_{result.kind}"
+    return "refused"

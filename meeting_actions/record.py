@@ -1,19 +1,23 @@
-"""The Firestore document of one meeting, at <collection>/<transcript_id>.
+"""The Firestore documents the product keeps: one per meeting, at
+<collection>/<transcript_id>, and one per uploaded object version, in
+<collection>-uploads.
 
-The document is what a person reads in the Firestore console, and it is
-also the lock on the meeting's work: a caller claims the generation of the
-action items with a write that only one caller can win (a create of a
-missing document, or an update conditioned on the version it read), and
-its final write is conditioned on its own claim, so a caller that lost its
-claim can never overwrite the result of the one that took over.
+A document is what a person reads in the Firestore console, and it is also
+the lock on its work (see lease.py). Every write that must not overwrite
+someone else's is conditioned on the `update_time` the writer read, which
+both real Firestore and the local server enforce.
+
+All access goes through a small Store, so the in-process tests can put an
+in-memory one in its place at exactly this boundary.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from google.api_core import exceptions
 from google.api_core.retry import Retry, if_transient_error
@@ -21,66 +25,143 @@ from google.cloud import firestore
 
 from .config import Config
 
-QUEUED, GENERATING, COMPLETED, ERROR = "queued", "generating", "completed", "error"
-FINAL = (COMPLETED, ERROR)
-
 # Short retries on the request path: the webhook has 10 seconds to answer,
 # and a 5xx while Firestore is away is what makes AssemblyAI come back.
 QUICK = {
     "retry": Retry(initial=0.2, maximum=1.0, timeout=6, predicate=if_transient_error),
     "timeout": 5,
 }
-# The final write after a paid LLM answer tries harder: losing it means
-# paying for the answer again.
+# The final write after a paid LLM answer tries harder, within the time the
+# caller keeps for it (PATIENT_SECONDS): losing it means paying again.
+PATIENT_SECONDS = 30
 PATIENT = {
-    "retry": Retry(initial=0.5, maximum=5.0, timeout=90, predicate=if_transient_error),
-    "timeout": 10,
+    "retry": Retry(
+        initial=0.5, maximum=5.0, timeout=PATIENT_SECONDS - 5, predicate=if_transient_error
+    ),
+    "timeout": 5,
 }
 
 LostRace = (exceptions.FailedPrecondition, exceptions.AlreadyExists, exceptions.NotFound)
 Unavailable = (exceptions.GoogleAPICallError, exceptions.RetryError)
+SERVER_TIMESTAMP = firestore.SERVER_TIMESTAMP
 
 
-@functools.cache
-def client() -> firestore.Client:
-    """The process's Firestore client, created on first use.
+class Store(Protocol):
+    """What the product asks of Firestore; FirestoreStore is the real one."""
 
-    FIRESTORE_EMULATOR_HOST, when set, points it at a local emulator.
-    """
-    return firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or None)
+    def get(self, collection: str, doc_id: str) -> tuple[dict[str, Any] | None, Any]: ...
+
+    def create(self, collection: str, doc_id: str, fields: dict[str, Any], **retry: Any) -> Any: ...
+
+    def update(
+        self,
+        collection: str,
+        doc_id: str,
+        fields: dict[str, Any],
+        if_version: Any = None,
+        **retry: Any,
+    ) -> Any: ...
+
+    def due(
+        self, collection: str, field: str, at: dt.datetime, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]: ...
 
 
-def ref(cfg: Config, transcript_id: str) -> firestore.DocumentReference:
-    return client().collection(cfg.collection).document(transcript_id)
+class FirestoreStore:
+    """Store on google-cloud-firestore; FIRESTORE_EMULATOR_HOST points it at a local server."""
+
+    @functools.cached_property
+    def client(self) -> firestore.Client:
+        return firestore.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or None)
+
+    def get(self, collection: str, doc_id: str) -> tuple[dict[str, Any] | None, Any]:
+        snap = self.client.collection(collection).document(doc_id).get(**QUICK)
+        return (snap.to_dict() if snap.exists else None), snap.update_time
+
+    def create(self, collection: str, doc_id: str, fields: dict[str, Any], **retry: Any) -> Any:
+        ref = self.client.collection(collection).document(doc_id)
+        return ref.create(fields, **(retry or QUICK)).update_time
+
+    def update(
+        self,
+        collection: str,
+        doc_id: str,
+        fields: dict[str, Any],
+        if_version: Any = None,
+        **retry: Any,
+    ) -> Any:
+        option = (
+            self.client.write_option(last_update_time=if_version)
+            if if_version is not None
+            else None
+        )
+        ref = self.client.collection(collection).document(doc_id)
+        return ref.update(fields, option=option, **(retry or QUICK)).update_time
+
+    def due(
+        self, collection: str, field: str, at: dt.datetime, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        # A range and an order on one single field: served by Firestore's
+        # automatic single-field index, so no composite index is needed.
+        query = (
+            self.client.collection(collection)
+            .where(filter=firestore.FieldFilter(field, "<=", at))
+            .order_by(field)
+            .limit(limit)
+        )
+        return [(snap.id, snap.to_dict()) for snap in query.stream(**QUICK)]
 
 
-def path(cfg: Config, transcript_id: str) -> str:
-    return f"{cfg.collection}/{transcript_id}"
+_store: Store | None = None
+
+
+def store() -> Store:
+    """The process's store, created on first use."""
+    global _store
+    if _store is None:
+        _store = FirestoreStore()
+    return _store
+
+
+def use(replacement: Store | None) -> None:
+    """Put another store in place (the in-process tests), or None to reset."""
+    global _store
+    _store = replacement
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def read(cfg: Config, transcript_id: str) -> firestore.DocumentSnapshot:
-    return ref(cfg, transcript_id).get(**QUICK)
+def uploads_collection(cfg: Config) -> str:
+    return f"{cfg.collection}-uploads"
+
+
+def upload_key(bucket: str, name: str, generation: str) -> str:
+    """The upload document's id for one object version."""
+    return hashlib.sha256(f"{bucket}/{name}#{generation}".encode()).hexdigest()[:40]
+
+
+def path(cfg: Config, transcript_id: str) -> str:
+    return f"{cfg.collection}/{transcript_id}"
+
+
+def read(cfg: Config, transcript_id: str) -> tuple[dict[str, Any] | None, Any]:
+    """The meeting's document and its version (update time)."""
+    return store().get(cfg.collection, transcript_id)
 
 
 def create(cfg: Config, transcript_id: str, fields: dict[str, Any], **retry: Any) -> Any:
-    """Create the document; raises AlreadyExists if it is there already."""
-    stamped = {
-        **fields,
-        "created_at": firestore.SERVER_TIMESTAMP,
-        "updated_at": firestore.SERVER_TIMESTAMP,
-    }
-    return ref(cfg, transcript_id).create(stamped, **(retry or QUICK)).update_time
+    """Create the meeting's document; raises AlreadyExists if it is there."""
+    stamped = {**fields, "created_at": SERVER_TIMESTAMP, "updated_at": SERVER_TIMESTAMP}
+    return store().create(cfg.collection, transcript_id, stamped, **retry)
 
 
 def update(
     cfg: Config,
     transcript_id: str,
     fields: dict[str, Any],
-    if_unchanged_since: dt.datetime | None = None,
+    if_unchanged_since: Any = None,
     **retry: Any,
 ) -> Any:
     """Update fields; with `if_unchanged_since`, only if nobody wrote since.
@@ -88,33 +169,13 @@ def update(
     Raises one of LostRace when the condition fails. Returns the write's
     update time, which is the version a later conditional write names.
     """
-    option = (
-        client().write_option(last_update_time=if_unchanged_since)
-        if if_unchanged_since is not None
-        else None
-    )
-    stamped = {**fields, "updated_at": firestore.SERVER_TIMESTAMP}
-    return ref(cfg, transcript_id).update(stamped, option=option, **(retry or QUICK)).update_time
+    stamped = {**fields, "updated_at": SERVER_TIMESTAMP}
+    return store().update(cfg.collection, transcript_id, stamped, if_unchanged_since, **retry)
 
 
-def stuck_generating(cfg: Config, limit: int) -> list[firestore.DocumentSnapshot]:
-    """Meetings whose generation is not finished, for the recovery sweep.
-
-    One equality filter, so it needs no composite index; the lease is
-    checked by the caller.
-    """
-    query = (
-        client()
-        .collection(cfg.collection)
-        .where(filter=firestore.FieldFilter("status", "==", GENERATING))
-    )
-    return list(query.limit(limit).stream(**QUICK))
-
-
-def lease_is_live(data: dict[str, Any], at: dt.datetime) -> bool:
-    """Whether another caller holds a claim that has not expired."""
-    expires = (data.get("generation") or {}).get("lease_expires_at")
-    return isinstance(expires, dt.datetime) and expires > at
+def due(cfg: Config, at: dt.datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """Meetings whose `sweep_at` has passed, oldest first (see lifecycle.py)."""
+    return store().due(cfg.collection, "sweep_at", at, limit)
 
 
 def source_of_url(audio_url: str) -> dict[str, Any]:

@@ -102,8 +102,8 @@ def request(
             response = session().request(method, url, timeout=timeout, **kwargs)
         except requests.RequestException as exc:
             last_error = exc
-            if not resend_if_maybe_sent and _maybe_sent(exc):
-                break
+            if (not resend_if_maybe_sent and _maybe_sent(exc)) or attempt == attempts:
+                break  # no sleep after the last attempt: the caller's time is short
             wait = _backoff(attempt)
         else:
             if response.status_code not in retry_statuses or attempt == attempts:

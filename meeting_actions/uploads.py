@@ -1,25 +1,29 @@
 """Recordings uploaded to a Cloud Storage bucket start the same pipeline.
 
 Eventarc delivers each `object.finalized` event at least once, so the
-object's (bucket, name, generation) is claimed in Firestore with a create
-that fails if it exists: one submission per object version, however often
-its event arrives. A malformed, foreign or unwanted event is logged and
-acknowledged (raising would make Eventarc retry it forever); a transient
-failure raises, so the platform retries it, and the claim keeps the retry
-idempotent.
+object's (bucket, name, generation) is claimed with the same lease as a
+meeting (lease.py), in <collection>-uploads: one submission per object
+version, however often its event arrives. A malformed, foreign or
+unwanted event is logged and acknowledged (raising would make Eventarc
+retry it forever); a failure before AssemblyAI accepted the job raises,
+so the platform retries it. Once AssemblyAI accepted it, the transcript
+id is recorded on the claim and the event is acknowledged whatever fails
+next: a retried event would start a second, paid, transcript.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import os
+import time
 from typing import Any
 
-from . import inputs, logs, pipeline, record
+from . import inputs, lease, lifecycle, logs, pipeline, record
 from .config import Config
+from .lifecycle import Done, Failure, Kind
 
 EVENT_TYPE = "google.cloud.storage.object.v1.finalized"
 AUDIO_EXTENSIONS = frozenset(
@@ -56,7 +60,9 @@ OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_for
 # Custom metadata that marks an object as not a meeting (for example one a
 # team's own tooling wrote next to the recordings).
 SKIP_MARK = ("meeting-actions", "skip")
-CLAIM_SECONDS = 300
+# How long an attempt that may have reached AssemblyAI blocks a new one:
+# longer than a long recording takes to transcribe and be delivered.
+UNCERTAIN_SECONDS = 6 * 3600
 
 
 class Transient(Exception):
@@ -206,48 +212,21 @@ def signed_url(obj: StorageObject, seconds: int) -> str:
     )
 
 
-def streamed_upload(cfg: Config, obj: StorageObject) -> str:
-    """Stream the object to AssemblyAI's /v2/upload, a chunk at a time."""
+def streamed_upload(cfg: Config, obj: StorageObject, deadline: float) -> str:
+    """Stream the object to AssemblyAI's /v2/upload, a chunk at a time,
+    within the function's own deadline."""
     from . import assemblyai
 
     blob = _storage_client().bucket(obj.bucket).blob(obj.name, generation=int(obj.generation))
     with blob.open("rb", chunk_size=8 * 1024 * 1024) as stream:
-        return assemblyai.upload(cfg, stream)
+        return assemblyai.upload(cfg, stream, timeout=max(1.0, deadline - time.monotonic()))
 
 
 # --- the event ------------------------------------------------------------------
 
 
-def _claim_ref(cfg: Config, obj: StorageObject):
-    key = hashlib.sha256(f"{obj.bucket}/{obj.name}#{obj.generation}".encode()).hexdigest()[:40]
-    return record.client().collection(f"{cfg.collection}-uploads").document(key)
-
-
-def _claim(cfg: Config, obj: StorageObject) -> Any | None:
-    """Claim this object version; None if it is (being) submitted already."""
-    ref = _claim_ref(cfg, obj)
-    at = record.now()
-    fields = {
-        "status": "submitting",
-        "uri": obj.uri,
-        "generation": obj.generation,
-        "lease_expires_at": at + dt.timedelta(seconds=CLAIM_SECONDS),
-        "updated_at": record.firestore.SERVER_TIMESTAMP,
-    }
-    try:
-        return ref.create(fields, **record.QUICK).update_time
-    except record.LostRace:
-        pass
-    snap = ref.get(**record.QUICK)
-    data = snap.to_dict() or {}
-    expires = data.get("lease_expires_at")
-    if data.get("status") != "submitting" or (isinstance(expires, dt.datetime) and expires > at):
-        return None
-    try:  # an earlier attempt failed or died: take over its claim
-        option = record.client().write_option(last_update_time=snap.update_time)
-        return ref.update(fields, option=option, **record.QUICK).update_time
-    except record.LostRace:
-        return None
+def claim_key(obj: StorageObject) -> str:
+    return record.upload_key(obj.bucket, obj.name, obj.generation)
 
 
 def on_object_finalized(cfg: Config, event_type: str, data: Any) -> None:
@@ -270,40 +249,118 @@ def on_object_finalized(cfg: Config, event_type: str, data: Any) -> None:
         logs.error(f"dropped an event older than {cfg.max_event_age} s", object=obj.uri)
         return
     cfg.require("api_key", "webhook_url", "webhook_secret")
-    version = _claim(cfg, obj)
-    if version is None:
-        logs.info(f"{obj.uri}#{obj.generation} was submitted already", object=obj.uri)
-        return
-    ref = _claim_ref(cfg, obj)
+    deadline = pipeline.deadline_of(cfg)
     try:
-        if cfg.audio_delivery == "upload":
-            audio_url = streamed_upload(cfg, obj)
-        else:
-            audio_url = signed_url(obj, cfg.signed_url_seconds)
-        outcome = pipeline.submit(cfg, submission_for(obj, audio_url), source=obj.source())
-    except Exception:
-        _release(ref, version)
-        raise
-    tid = outcome.body.get("transcript_id")
-    if outcome.status == 202:
-        ref.update(
-            {"status": "submitted", "transcript_id": tid, "lease_expires_at": None},
-            **record.PATIENT,
+        held = _claim(cfg, obj)
+    except record.Unavailable as exc:
+        failure = lifecycle.from_firestore(exc)
+        logs.error(f"could not claim {obj.uri}: {failure.message}", object=obj.uri)
+        raise Transient(f"{obj.uri}: {failure.message}") from None
+    if isinstance(held, lifecycle.Busy) and held.detail.get("uncertain"):
+        logs.warning(f"{obj.uri}: {held.reason}; waiting for its webhook", object=obj.uri)
+        raise Transient(f"{obj.uri}: {held.reason}")
+    if not isinstance(held, lease.Lease):
+        logs.info(f"{obj.uri}#{obj.generation} is submitted already, or being submitted",
+                  object=obj.uri)  # fmt: skip
+        return
+    _submit(cfg, obj, held, deadline)
+
+
+def _claim(cfg: Config, obj: StorageObject) -> lease.Lease | lifecycle.Result:
+    def decide(doc: dict[str, Any] | None, at: dt.datetime) -> lifecycle.Result | None:
+        if doc and (doc.get("status") != lifecycle.SUBMITTING or doc.get("transcript_id")):
+            return Done(str(doc.get("status")), doc.get("transcript_id"))
+        maybe = (doc or {}).get("maybe_submitted_at")
+        if isinstance(maybe, dt.datetime):
+            # An earlier attempt died, or could not record its answer, after
+            # asking AssemblyAI: it may have a transcript already. Its webhook
+            # records the id here when it arrives; only after UNCERTAIN_SECONDS
+            # without one is the object submitted again.
+            wait = (maybe + dt.timedelta(seconds=UNCERTAIN_SECONDS) - at).total_seconds()
+            if wait > 0:
+                return lifecycle.Busy("an earlier attempt may have submitted this object",
+                                      wait, detail={"uncertain": True})  # fmt: skip
+        return None
+
+    return lease.claim(
+        record.uploads_collection(cfg), claim_key(obj), "lease", os.urandom(8).hex(),
+        cfg.claim_seconds, decide, lambda _: {"status": lifecycle.SUBMITTING},
+        create=lambda: {"uri": obj.uri, "generation": obj.generation},
+    )  # fmt: skip
+
+
+def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float) -> None:
+    try:
+        audio_url = (
+            streamed_upload(cfg, obj, deadline)
+            if cfg.audio_delivery == "upload"
+            else signed_url(obj, cfg.signed_url_seconds)
         )
-        logs.info(f"submitted {obj.uri}", tid, object=obj.uri)
-        return
-    if outcome.status >= 500 and outcome.status != 502:
-        _release(ref, version)
-        raise Transient(f"{obj.uri}: {outcome.body.get('error')}")
-    message = outcome.body.get("error", "refused")
-    ref.update({"status": "error", "error": message, "lease_expires_at": None}, **record.PATIENT)
-    logs.error(f"could not submit {obj.uri}: {message}", object=obj.uri)
-
-
-def _release(ref: Any, version: Any) -> None:
-    """Give the claim back so the retried event can take it at once."""
+        sub = submission_for(obj, audio_url)
+        # From the next call on, AssemblyAI may hold a transcript we have no
+        # record of: say so first, so no takeover submits the object again.
+        marked = held.mark({"maybe_submitted_at": record.now()})
+    except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
+        failure = _classify(exc)
+        log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
+        log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri)
+        _release(held, failure.message)
+        raise Transient(f"{obj.uri}: {failure.message}") from None
+    if not marked:
+        return  # taken over: the one that holds it now goes on
     try:
-        option = record.client().write_option(last_update_time=version)
-        ref.update({"lease_expires_at": record.now()}, option=option, **record.QUICK)
-    except (record.LostRace, *record.Unavailable):
-        pass  # the lease expires by itself
+        tid = pipeline.start_transcription(cfg, sub, obj.source())
+    except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
+        failure = _classify(exc)
+        if failure.kind is Kind.PERMANENT:
+            held.finish({"status": lifecycle.ERROR, "error": failure.message})
+            logs.error(f"could not submit {obj.uri}: {failure.message}", object=obj.uri)
+            return
+        log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
+        log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri,
+            kind=str(failure.kind))  # fmt: skip
+        _release(held, failure.message)
+        raise Transient(f"{obj.uri}: {failure.message}") from None
+    # AssemblyAI accepted the job: from here on nothing raises, or the
+    # retried event would start a second transcript.
+    try:
+        if not held.finish({"status": lifecycle.SUBMITTED, "transcript_id": tid}):
+            logs.error(f"the claim on {obj.uri} was taken over after submitting", tid)
+    except Exception as exc:  # noqa: BLE001 - acknowledged all the same, see above
+        logs.error(f"AssemblyAI accepted {obj.uri} but the upload's record could not be "
+                   f"written ({type(exc).__name__}); the event is acknowledged", tid)  # fmt: skip
+    try:
+        pipeline.record_queued(cfg, tid, sub, obj.source())
+    except Exception as exc:  # noqa: BLE001 - the webhook builds the document itself
+        logs.error(f"the meeting of {obj.uri} could not be recorded yet ({_text(exc)}); "
+                   "the webhook will write it", tid)  # fmt: skip
+    logs.info(f"submitted {obj.uri}", tid, object=obj.uri)
+
+
+def _classify(exc: Exception) -> Failure:
+    """Failures before AssemblyAI accepted the job, classified."""
+    from google.api_core import exceptions
+
+    from . import assemblyai
+
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, assemblyai.ApiError):
+        return exc.failure()
+    if isinstance(exc, exceptions.NotFound):
+        return Failure(Kind.PERMANENT, "the object no longer exists")
+    if isinstance(exc, exceptions.Forbidden | exceptions.Unauthorized):
+        return Failure(Kind.OPERATOR, f"Cloud Storage refused access ({_text(exc)}): grant the "
+                       "function's service account roles/storage.objectViewer on the bucket")  # fmt: skip
+    return Failure(Kind.TRANSIENT, _text(exc))
+
+
+def _text(exc: Exception) -> str:
+    return logs.strip_url_queries(str(exc) or type(exc).__name__)[:300]
+
+
+def _release(held: lease.Lease, message: str) -> None:
+    """Give the claim back so the retried event can take it at once; AssemblyAI
+    did not accept the job, so the object may be submitted again."""
+    with contextlib.suppress(Exception):  # the lease expires by itself
+        held.release(message, extra={"maybe_submitted_at": None})
