@@ -4,6 +4,23 @@ It finds sentences in which someone commits to or is asked to do
 something, and answers in whatever JSON schema the request asked for. It
 cannot understand a meeting; it only lets the product's flow be tested
 end to end with answers that really come from the transcript.
+
+It reads the transcript in one of two forms:
+
+- plain text (the gateway's `{{ transcript }}` substitution): items have a
+  text, an owner when a name was said, a due date and the quote;
+- utterance lines the caller wrote into its prompt, inside
+  `<transcript>...</transcript>`, one per line:
+
+      [MM:SS] Name: text          ([H:MM:SS] from the first hour on)
+
+  Items then also say who said them and when (`said_by`, `said_at` in
+  whole seconds: the line's time, as a prompt gives no finer one), and
+  `owner_source`: "spoken" when the owner's name was said in the sentence,
+  "speaker" when the speaker committed ("I'll ...", "I will ..."). The
+  rules never infer an owner, so never answer "inferred".
+
+Only the keys the request's JSON schema asks for are answered.
 """
 
 from __future__ import annotations
@@ -32,7 +49,45 @@ _SELF = re.compile(
 _NOT_NAMES = {"We", "I", "You", "It", "That", "This", "They", "Someone", "Everyone", "Nobody"}
 
 
-def extract(text: str) -> list[dict[str, str | None]]:
+_LINE = re.compile(
+    r"^[ \t]*\[(?:(\d+):)?(\d+):([0-5]\d)\][ \t]+([^:\n]{1,80}?):[ \t]+(.*\S)[ \t\r]*$", re.M
+)
+_BLOCK = re.compile(r"<transcript>(.*?)</transcript>", re.S)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A message's content as text (a string, or the text of its content parts)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def transcript_lines(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The utterance lines of a prompt: {"at": seconds, "speaker", "text"}.
+
+    Lines inside <transcript>...</transcript> when any message has such a
+    block (so an example line elsewhere in the instructions is not read as
+    the meeting); otherwise any such line of a user message."""
+    texts = [message_text(m) for m in messages if isinstance(m, dict)]
+    blocks = [b for t in texts for b in _BLOCK.findall(t)]
+    if not blocks:
+        blocks = [
+            message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"
+        ]
+    lines = []
+    for block in blocks:
+        for hours, minutes, seconds, speaker, text in _LINE.findall(block):
+            if not speaker.strip():
+                continue
+            at = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
+            lines.append({"at": at, "speaker": speaker.strip(), "text": text})
+    return lines
+
+
+def _commitments(text: str) -> list[dict[str, Any]]:
+    """The sentences of a text that carry a task: its text, the spoken
+    owner's name if any, the due date, and the sentence verbatim."""
     items = []
     for raw in _SENTENCE.findall(text or ""):
         sentence = raw.strip()
@@ -53,7 +108,43 @@ def extract(text: str) -> list[dict[str, str | None]]:
         if due_match:
             task = (task[: due_match.start()] + task[due_match.end() :]).strip()
         task = task.rstrip(" ?.!,")
-        items.append({"text": task[0].upper() + task[1:], "owner": owner, "due": due})
+        items.append(
+            {"text": task[0].upper() + task[1:], "owner": owner, "due": due, "quote": sentence}
+        )
+    return items
+
+
+def extract(text: str) -> list[dict[str, Any]]:
+    """Items from plain text: no speakers, no times."""
+    items = []
+    for item in _commitments(text):
+        item["owner_source"] = "spoken" if item["owner"] else None
+        item["said_by"] = item["said_at"] = None
+        items.append(item)
+    return items
+
+
+def _full_name(spoken: str, speakers: list[str]) -> str:
+    """A spoken first name as the one speaker whose name starts with it, if exactly one does."""
+    matches = [
+        s for s in speakers if s.split()[:1] == [spoken] or s.casefold() == spoken.casefold()
+    ]
+    return matches[0] if len(matches) == 1 else spoken
+
+
+def extract_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items from utterance lines: each says who said it, when, and whose it is."""
+    speakers = list(dict.fromkeys(line["speaker"] for line in lines))
+    items = []
+    for line in lines:
+        for item in _commitments(line["text"]):
+            if item["owner"]:
+                item["owner"] = _full_name(item["owner"], speakers)
+                item["owner_source"] = "spoken"
+            else:
+                item["owner"], item["owner_source"] = line["speaker"], "speaker"
+            item["said_by"], item["said_at"] = line["speaker"], line["at"]
+            items.append(item)
     return items
 
 
@@ -72,6 +163,8 @@ def bullets(items: list[dict[str, Any]]) -> str:
 _TEXT_KEYS = {"text", "task", "description", "title", "action", "item"}
 _OWNER_KEYS = {"owner", "assignee", "who", "responsible"}
 _DUE_KEYS = {"due", "deadline", "when", "due_date"}
+# Keys answered as they are named: the item's own fields.
+_SAME_KEYS = {"owner_source", "said_by", "said_at", "quote"}
 
 
 def fill(schema: dict[str, Any], items: list[dict[str, Any]], key: str = "") -> Any:
@@ -110,17 +203,27 @@ def _item(schema: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
             value = item.get("owner")
         elif name in _DUE_KEYS:
             value = item.get("due")
+        elif name in _SAME_KEYS:
+            value = item.get(name)
         if value is None and "null" not in types:
-            value = "" if "string" in types else fill(sub, [], name)
+            if sub.get("enum"):
+                value = sub["enum"][0]
+            else:
+                value = "" if "string" in types else fill(sub, [], name)
         out[name] = value
     return out
 
 
-def answer(text: str, response_format: dict[str, Any] | None) -> str:
-    items = extract(text)
+def answer(
+    text: str, response_format: dict[str, Any] | None, lines: list[dict[str, Any]] | None = None
+) -> str:
+    """The answer to a prompt whose transcript is `lines` when there are any,
+    else the plain `text`, in the requested format."""
+    items = extract_lines(lines) if lines else extract(text)
     if response_format and response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return json.dumps(fill(schema, items))
     if response_format and response_format.get("type") == "json_object":
-        return json.dumps({"action_items": items})
+        keys = ("text", "owner", "due") if not lines else tuple(items[0]) if items else ()
+        return json.dumps({"action_items": [{k: i[k] for k in keys} for i in items]})
     return bullets(items)

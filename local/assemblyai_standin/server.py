@@ -1,6 +1,7 @@
 """The stand-in's HTTP server: AssemblyAI's API on one loopback port.
 
     /v2/upload, /v2/transcript, /v2/transcript/<id>   the transcript API
+    /v2/transcript/<id>/sentences, .../paragraphs     the same words, regrouped
     /v1/chat/completions, /v1/models                  the LLM Gateway
     /_standin/...                                     control API for tests
 
@@ -25,14 +26,35 @@ from typing import Any
 import requests
 from werkzeug.wrappers import Request, Response
 
-from . import rules, spec
+from . import rules, spec, transcripts
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-MODELS = (
-    "claude-sonnet-4-6", "claude-opus-4-6", "claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929",
-    "claude-sonnet-5", "gpt-4.1", "gpt-5", "gpt-5.1", "gpt-5.2", "gemini-2.5-flash", "gemini-2.5-pro",
-    "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
-)  # fmt: skip
+# id: (creator, context length, max completion tokens, USD per million input
+# and output tokens, retirement date as a Unix timestamp or 0). Prices are
+# the providers' list prices as of 2026, for GET /v1/models to carry; they
+# are the stand-in's figures, not a quote of AssemblyAI's.
+MODEL_FACTS = {
+    "claude-opus-4-7": ("anthropic", 200_000, 128_000, 5.0, 25.0, 0),
+    "claude-opus-4-6": ("anthropic", 200_000, 128_000, 5.0, 25.0, 0),
+    "claude-opus-4-5-20251101": ("anthropic", 200_000, 64_000, 5.0, 25.0, 0),
+    "claude-sonnet-4-6": ("anthropic", 200_000, 64_000, 3.0, 15.0, 0),
+    "claude-sonnet-4-5-20250929": ("anthropic", 200_000, 64_000, 3.0, 15.0, 1795996800),  # 2026-11-30
+    "claude-haiku-4-5-20251001": ("anthropic", 200_000, 64_000, 1.0, 5.0, 0),
+    "claude-sonnet-5": ("anthropic", 200_000, 64_000, 3.0, 15.0, 0),
+    "gpt-4.1": ("openai", 1_047_576, 32_768, 2.0, 8.0, 0),
+    "gpt-5": ("openai", 400_000, 128_000, 1.25, 10.0, 0),
+    "gpt-5.1": ("openai", 400_000, 128_000, 1.25, 10.0, 0),
+    "gpt-5.2": ("openai", 400_000, 128_000, 1.75, 14.0, 0),
+    "gpt-5.5": ("openai", 400_000, 128_000, 1.75, 14.0, 0),
+    "gemini-2.5-flash": ("google", 1_048_576, 65_536, 0.30, 2.50, 0),
+    "gemini-2.5-pro": ("google", 1_048_576, 65_536, 1.25, 10.0, 0),
+    "gemini-2.5-flash-lite": ("google", 1_048_576, 65_536, 0.10, 0.40, 0),
+    "gemini-3-pro-preview": ("google", 1_048_576, 65_536, 2.0, 12.0, 0),
+    "gemini-3-flash-preview": ("google", 1_048_576, 65_536, 0.50, 3.0, 0),
+    "gemini-3.5-flash": ("google", 1_048_576, 65_536, 0.50, 3.0, 0),
+}  # fmt: skip
+MODELS = tuple(MODEL_FACTS)
+PROVIDERS = {"anthropic": "Anthropic", "openai": "OpenAI", "google": "Google"}
 AUTH_ERROR = "Authentication error, API token missing/invalid"
 
 
@@ -64,6 +86,65 @@ def load_samples() -> dict[str, dict]:
         meeting["text"] = " ".join(u["text"] for u in meeting["utterances"])
         samples[path.stem] = meeting
     return samples
+
+
+def estimate_tokens(text: str) -> int:
+    """A deterministic token count: one per four characters, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def speaker_identification(body: dict) -> dict | None:
+    """The request's speech_understanding.request.speaker_identification, if any."""
+    request = (body.get("speech_understanding") or {}).get("request") or {}
+    found = request.get("speaker_identification")
+    return found if isinstance(found, dict) else None
+
+
+def understanding_problem(body: dict) -> str | None:
+    """What AssemblyAI documents beyond the schema: speaker identification
+    needs speaker_labels, and each known value is 35 characters or less."""
+    request = speaker_identification(body)
+    if request is None:
+        return None
+    if body.get("speaker_labels") is not True:
+        return "Speaker identification requires speaker_labels to be enabled"
+    for value in request.get("known_values") or []:
+        if len(value) > 35:
+            return f"speech_understanding.request.speaker_identification.known_values: {value!r} is longer than 35 characters"
+    return None
+
+
+def model_entry(model: str) -> dict:
+    """One model of GET /v1/models, with every field the SDK's LLMGatewayModel requires."""
+    creator, context, max_out, usd_in, usd_out, retires = MODEL_FACTS[model]
+    provider = {"id": creator, "name": PROVIDERS[creator]}
+    price = {"prompt": usd_in / 1e6, "completions": usd_out / 1e6}
+    return {
+        "id": model,
+        "object": "model",
+        "name": model,
+        "description": f"{PROVIDERS[creator]} {model} (AssemblyAI stand-in: answers with deterministic rules)",
+        "creator": creator,
+        "context_length": context,
+        "top_provider": {
+            "is_moderated": False,
+            "context_length": context,
+            "max_completion_tokens": max_out,
+        },
+        "default_parameters": {"temperature": None, "top_p": None, "frequency_penalty": None},
+        "supported_parameters": [
+            "max_tokens",
+            "temperature",
+            "response_format",
+            "tools",
+            "tool_choice",
+        ],
+        "pricing": {"global": price, "us": price, "eu": price, "regional_increase_percent": 0},
+        "retirement_date": retires,
+        "available_regions": ["us", "eu"],
+        "providers": [provider],
+        "default_provider": provider,
+    }
 
 
 class StandIn:
@@ -145,7 +226,11 @@ class StandIn:
                 return _json({"error": f"Method {method} not allowed"}, 405)
             return handler(request)
         if path.startswith("/v2/transcript/") and method == "GET":
-            return self.get_transcript(request, path.rsplit("/", 1)[1])
+            parts = path[len("/v2/transcript/") :].split("/")
+            if len(parts) == 1:
+                return self.get_transcript(request, parts[0])
+            if len(parts) == 2 and parts[1] in ("sentences", "paragraphs"):
+                return self.get_segments(request, parts[0], parts[1])
         if path.startswith("/cdn/upload/") and method == "GET":
             data = self.uploads.get(path.rsplit("/", 1)[1])
             return Response(data, 200) if data is not None else _json({"error": "Not found"}, 404)
@@ -179,7 +264,7 @@ class StandIn:
         if not isinstance(body, dict):
             self.record(request, 400, valid=False, validation_error="not a JSON object")
             return _json({"error": "Request body must be a JSON object"}, 400)
-        problem = spec.problem(spec.transcript_params(), body)
+        problem = spec.problem(spec.transcript_params(), body) or understanding_problem(body)
         redacted = {k: ("***" if k == "webhook_auth_header_value" else v) for k, v in body.items()}
         if problem:
             self.record(request, 400, valid=False, validation_error=problem, body=redacted)
@@ -198,15 +283,28 @@ class StandIn:
             "utterances": None,
             "audio_duration": None,
             "confidence": None,
-            "error": None,
+            # No "error" until the transcript fails: the spec types it a string.
             "language_code": body.get("language_code", "en_us"),
+            "language_confidence": None,
+            "language_confidence_threshold": body.get("language_confidence_threshold"),
             "speech_models": body.get("speech_models"),
+            "speech_model": None,
+            "language_model": "assemblyai_default",
+            "acoustic_model": "assemblyai_default",
             "speaker_labels": body.get("speaker_labels", False),
+            "speakers_expected": body.get("speakers_expected"),
+            "auto_highlights": False,
+            "redact_pii": False,
+            "summarization": False,
             "webhook_url": body.get("webhook_url"),
             "webhook_auth": bool(body.get("webhook_auth_header_name")),
             "webhook_auth_header_name": body.get("webhook_auth_header_name"),
             "webhook_status_code": None,
         }
+        if body.get("speech_understanding"):
+            transcript["speech_understanding"] = {
+                "request": body["speech_understanding"]["request"]
+            }
         internal = {
             "transcript": transcript,
             "auth_value": body.get("webhook_auth_header_value"),
@@ -219,14 +317,16 @@ class StandIn:
             "webhook_finished": False,
             "audio_sha256": None,
             "audio_size": None,
+            "segments": None,  # the words by utterance, for /sentences and /paragraphs
         }
         with self.lock:
             self.transcripts[tid] = internal
         self.record(request, 200, valid=True, body=redacted, transcript_id=tid)
+        answer = _json(transcript)  # "queued": serialised before the work starts
         threading.Thread(
             target=self.transcribe, args=(tid, self.base(request)), daemon=True
         ).start()
-        return _json(transcript)
+        return answer
 
     def get_transcript(self, request: Request, tid: str) -> Response:
         if not self.authorized(request):
@@ -242,6 +342,39 @@ class StandIn:
             return _json({"error": "Transcript lookup error, transcript id not found"}, 400)
         self.record(request, 200, transcript_id=tid)
         return _json(internal["transcript"])
+
+    def get_segments(self, request: Request, tid: str, kind: str) -> Response:
+        """GET /v2/transcript/{id}/sentences or /paragraphs: SentencesResponse
+        or ParagraphsResponse. Both carry every word (the spec requires
+        `words` in each sentence and paragraph); no parameter leaves them out.
+        Fault targets: "transcript_sentences", "transcript_paragraphs"."""
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR}, 401)
+        rule = self.fault(f"transcript_{kind}", transcript_id=tid)
+        if rule and rule["kind"] == "status":
+            self.record(request, rule["status"], transcript_id=tid)
+            return _json({"error": rule.get("message", "Service unavailable")}, rule["status"])
+        internal = self.transcripts.get(tid)
+        if internal is None:
+            self.record(request, 400, transcript_id=tid)
+            return _json({"error": "Transcript lookup error, transcript id not found"}, 400)
+        t = internal["transcript"]
+        if t["status"] != "completed" or internal["segments"] is None:
+            self.record(request, 400, transcript_id=tid)
+            return _json(
+                {"error": f"Transcript is not completed, its status is {t['status']}"}, 400
+            )
+        self.record(request, 200, transcript_id=tid)
+        group = transcripts.sentences if kind == "sentences" else transcripts.paragraphs
+        return _json(
+            {
+                "id": tid,
+                "confidence": t["confidence"],
+                "audio_duration": t["audio_duration"],
+                kind: group(internal["segments"]),
+            }
+        )
 
     def fetch_audio(self, url: str, base: str) -> bytes:
         marker = "/cdn/upload/"
@@ -288,19 +421,22 @@ class StandIn:
                 if s.transcription_ratio > 0
                 else s.transcription_seconds
             )
+            labels = bool(t["speaker_labels"])
+            asked = (t.get("speech_understanding") or {}).get("request") or {}
+            identification = asked.get("speaker_identification")
+            mapping = transcripts.identify(sample, identification) if identification else {}
+            segments = transcripts.segments(sample, labels, mapping)
+            internal["segments"] = segments
+            if identification:
+                t["speech_understanding"]["response"] = {
+                    "speaker_identification": {"mapping": mapping, "status": "success"}
+                }
             t.update(
                 status="completed",
-                text=sample["text"],
-                words=[
-                    {"text": w, "start": 0, "end": 0, "confidence": 0.9}
-                    for w in sample["text"].split()[:50]
-                ],
-                utterances=[{**u, "confidence": 0.9} for u in sample["utterances"]]
-                if t["speaker_labels"]
-                else None,
+                **transcripts.transcript_fields(segments, labels),
                 audio_duration=sample["audio_duration"],
                 language_code=t["language_code"] or sample.get("language_code", "en_us"),
-                confidence=0.93,
+                speech_model_used=(t["speech_models"] or ["universal-3-pro"])[0],
             )
         except ValueError as exc:
             time.sleep(
@@ -374,6 +510,7 @@ class StandIn:
     # --- LLM Gateway --------------------------------------------------------
 
     def chat(self, request: Request) -> Response:
+        started = time.monotonic_ns()
         request_id = str(uuid.uuid4())
         if not self.authorized(request):
             self.record(request, 401)
@@ -469,31 +606,47 @@ class StandIn:
                     substituted = True
                     break
         time.sleep(self.settings.gateway_latency)
+        # The "model" reads the transcript from where the prompt put it: the
+        # substituted text, or utterance lines ("[MM:SS] Name: text") that
+        # the caller wrote inside <transcript>...</transcript> itself.
         source = text if substituted else ""
+        lines = rules.transcript_lines(messages)
         kind = rule["kind"] if rule else None
         if kind == "plain_text":
-            content = "Here are the action items:\n\n" + rules.answer(source, None)
+            content = "Here are the action items:\n\n" + rules.answer(source, None, lines)
         else:
-            content = rules.answer(source, body.get("response_format"))
+            content = rules.answer(source, body.get("response_format"), lines)
         if kind == "invalid_json":
             content = content[: max(1, len(content) * 2 // 3)]
         finish = "stop"
         max_tokens = int(body.get("max_tokens") or 1000)
-        words = content.split(" ")
-        if math.ceil(len(words) * 1.3) > max_tokens:
-            content = " ".join(words[: int(max_tokens / 1.3)])
+        if estimate_tokens(content) > max_tokens:
+            cut = content[: max_tokens * 4]
+            content = cut[: cut.rfind(" ")] if " " in cut else cut
             finish = "length"
-        prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
-        usage_in, usage_out = math.ceil(prompt_words * 1.3), math.ceil(len(content.split()) * 1.3)
+        usage_in = estimate_tokens("".join(rules.message_text(m) for m in messages))
+        usage_out = estimate_tokens(content)
         with self.lock:
             if tid:
                 self.gateway_success[tid] += 1
-        self.record(request, 200, valid=True, transcript_id=tid, substituted=substituted)
+        self.record(
+            request,
+            200,
+            valid=True,
+            transcript_id=tid,
+            substituted=substituted,
+            transcript_lines=len(lines),
+            input_tokens=usage_in,
+            output_tokens=usage_out,
+        )
+        # Schema Response of llm-gateway.yml: no top-level model; the model
+        # that answered is in `request`, a copy of the request without its
+        # prompt and messages. The usage carries both spellings of the
+        # counts (the SDK requires prompt_tokens and completion_tokens).
+        echo = {k: v for k, v in body.items() if k not in ("prompt", "messages")}
         return _json(
             {
                 "request_id": request_id,
-                "model": model,
-                "system_fingerprint": "assemblyai-standin-rules",
                 "choices": [
                     {
                         "index": 0,
@@ -501,6 +654,7 @@ class StandIn:
                         "finish_reason": finish,
                     }
                 ],
+                "request": {**echo, "model": model},
                 "usage": {
                     "input_tokens": usage_in,
                     "output_tokens": usage_out,
@@ -508,6 +662,9 @@ class StandIn:
                     "prompt_tokens": usage_in,
                     "completion_tokens": usage_out,
                 },
+                "http_status_code": 200,
+                "response_time": time.monotonic_ns() - started,
+                "llm_status_code": 200,
             },
             headers={"X-AssemblyAI-StandIn": "deterministic-rules"},
         )
@@ -541,7 +698,7 @@ class StandIn:
     def models(self, request: Request) -> Response:
         if not self.authorized(request):
             return _json({"error": AUTH_ERROR, "status": "error"}, 401)
-        return _json({"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]})
+        return _json({"object": "list", "data": [model_entry(m) for m in MODELS]})
 
     # --- control API --------------------------------------------------------
 
@@ -569,11 +726,10 @@ class StandIn:
             with self.lock:
                 by_path: dict[str, int] = defaultdict(int)
                 for entry in self.log:
-                    by_path[
-                        entry["path"]
-                        if not entry["path"].startswith("/v2/transcript/")
-                        else "/v2/transcript/{id}"
-                    ] += 1
+                    parts = entry["path"].split("/")
+                    if entry["path"].startswith("/v2/transcript/"):
+                        parts[3] = "{id}"  # /v2/transcript/{id}[/sentences|/paragraphs]
+                    by_path["/".join(parts)] += 1
                 return _json(
                     {
                         "gateway_success": dict(self.gateway_success),

@@ -29,3 +29,4 @@ if __name__ == "__main__":
     here = Path(__file__).parent
     write(here / "weekly-sync.wav", 440)
     write(here / "launch-review.wav", 523)
+    write(here / "planning-offsite.wav", 587)

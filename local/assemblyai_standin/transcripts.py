@@ -1,0 +1,171 @@
+"""A sample meeting as AssemblyAI returns it: words, utterances, sentences,
+paragraphs and speaker identification, all derived deterministically from
+the sample's utterances (speaker label, start, end, text).
+
+Word times are spread evenly over their utterance (real word timestamps are
+accurate to about 400 ms; these are exact by construction), and every
+confidence is a fixed function of the word, so two runs answer the same.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+def _confidence(token: str, index: int) -> float:
+    """A deterministic confidence between 0.80 and 0.99."""
+    return round(0.80 + (zlib.crc32(f"{index}:{token}".encode()) % 20) / 100, 2)
+
+
+def _words(utterance: dict, speaker: str | None, first_index: int) -> list[dict]:
+    tokens = utterance["text"].split()
+    start, end = int(utterance["start"]), int(utterance["end"])
+    span = max(end - start, len(tokens))
+    words = []
+    for i, token in enumerate(tokens):
+        words.append(
+            {
+                "text": token,
+                "start": start + span * i // len(tokens),
+                "end": start + span * (i + 1) // len(tokens),
+                "confidence": _confidence(token, first_index + i),
+                "speaker": speaker,
+            }
+        )
+    return words
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 5) if values else 0.0
+
+
+def segments(sample: dict, labels: bool, mapping: dict[str, str]) -> list[dict]:
+    """One segment per sample utterance: its speaker (None without speaker
+    labels; the identified name where there is one) and its words."""
+    out, index = [], 0
+    for u in sample["utterances"]:
+        speaker = mapping.get(u["speaker"], u["speaker"]) if labels else None
+        words = _words(u, speaker, index)
+        index += len(words)
+        out.append(
+            {
+                "speaker": speaker,
+                "start": int(u["start"]),
+                "end": int(u["end"]),
+                "text": u["text"],
+                "words": words,
+                "confidence": _mean([w["confidence"] for w in words]),
+            }
+        )
+    return out
+
+
+def transcript_fields(segs: list[dict], labels: bool) -> dict[str, Any]:
+    """text, words, utterances (null without speaker labels) and confidence."""
+    words = [w for s in segs for w in s["words"]]
+    utterances = (
+        [
+            {
+                "speaker": s["speaker"],
+                "start": s["start"],
+                "end": s["end"],
+                "text": s["text"],
+                "confidence": s["confidence"],
+                "words": s["words"],
+            }
+            for s in segs
+        ]
+        if labels
+        else None
+    )
+    return {
+        "text": " ".join(s["text"] for s in segs),
+        "words": words,
+        "utterances": utterances,
+        "confidence": _mean([w["confidence"] for w in words]),
+    }
+
+
+def sentences(segs: list[dict]) -> list[dict]:
+    """TranscriptSentence objects: a sentence ends at a word ending in . ! or ?,
+    and never spans two utterances."""
+    out = []
+    for s in segs:
+        current: list[dict] = []
+        for i, word in enumerate(s["words"]):
+            current.append(word)
+            if _SENTENCE_END.search(word["text"]) or i == len(s["words"]) - 1:
+                out.append(
+                    {
+                        "text": " ".join(w["text"] for w in current),
+                        "start": current[0]["start"],
+                        "end": current[-1]["end"],
+                        "confidence": _mean([w["confidence"] for w in current]),
+                        "words": current,
+                        "speaker": s["speaker"],
+                    }
+                )
+                current = []
+    return out
+
+
+def paragraphs(segs: list[dict]) -> list[dict]:
+    """TranscriptParagraph objects, one per utterance. The spec's paragraph
+    has no speaker field (additionalProperties: false); its words carry it."""
+    return [
+        {
+            "text": s["text"],
+            "start": s["start"],
+            "end": s["end"],
+            "confidence": s["confidence"],
+            "words": s["words"],
+        }
+        for s in segs
+    ]
+
+
+# --- speaker identification -------------------------------------------------
+
+
+def _same_person(given: str, true: str) -> bool:
+    """ "Priya" and "Priya Raman" name the same person; case is ignored."""
+    g, t = given.casefold().split(), true.casefold().split()
+    return bool(g and t) and (g == t or g[0] == t[0] and (len(g) == 1 or len(t) == 1))
+
+
+def identify(sample: dict, request: dict) -> dict[str, str]:
+    """The label -> name (or role) mapping for a SpeakerIdentificationRequestBody's
+    `speaker_identification` object.
+
+    speaker_type "name": the sample's true map (`"speakers": {"A": "Dana"}`)
+    decides who is who; each given name (known_values, or speakers[].name)
+    that matches a true name takes that label, written as given. Labels whose
+    person was not named stay labels. With no names given, the true names.
+    Without a true map (or for roles, or the sample's `"roles"` map if any),
+    the given values go to the labels in order of first appearance.
+    """
+    kind = request.get("speaker_type", "name")
+    given = list(request.get("known_values") or []) or [
+        str(s[kind]) for s in request.get("speakers") or [] if isinstance(s, dict) and s.get(kind)
+    ]
+    labels = list(dict.fromkeys(u["speaker"] for u in sample["utterances"]))
+    truth = sample.get("speakers" if kind == "name" else "roles") or {}
+    if not truth:
+        return dict(zip(labels, given, strict=False))
+    if not given:
+        return {label: truth[label] for label in labels if label in truth}
+    mapping: dict[str, str] = {}
+    for label in labels:
+        if label not in truth:
+            continue
+        match = next(
+            (g for g in given if g not in mapping.values() and _same_person(g, truth[label])),
+            None,
+        )
+        if match is not None:
+            mapping[label] = match
+    return mapping
