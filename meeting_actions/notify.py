@@ -1,0 +1,430 @@
+"""The signed "done" notification: one POST per attempt to the caller's
+notify URL, signed per Standard Webhooks, with the retry policy the sweep
+follows.
+
+The pipeline owns the document state (`notification: {status, attempts,
+last_status, next_at}`); this module only checks URLs, signs, sends one
+attempt and says whether another attempt is worth making. `send` never
+raises for a delivery problem: a notification must not endanger the result.
+
+Address check (server-side request forgery). A notify URL is chosen by
+whoever submits a meeting, and the function runs inside Google's network,
+next to the metadata server that hands out its credentials. So at send time
+the host is resolved and the request is refused when ANY of its addresses is
+private, loopback, link-local, multicast, reserved, unspecified, not globally
+routable (such as 100.64.0.0/10), or the metadata server (169.254.169.254,
+fd00:ec2::254, metadata.google.internal); IPv4 inside IPv6 (::ffff:a.b.c.d,
+64:ff9b::a.b.c.d) is judged by its IPv4 address. The connection then goes
+to an address that passed the check, never to a second lookup of the name,
+so a name that resolves differently a moment later (DNS rebinding) cannot
+redirect it. TLS still verifies the certificate for the URL's host name,
+and redirects are not followed (a 3xx is a failed attempt). Notifications
+go straight out, not through an HTTP proxy from the environment: a proxy
+would resolve the name itself and void the check. Local runs
+(`allow_local`) may also reach loopback addresses, and nothing else private.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from standardwebhooks import Webhook
+
+from meeting_actions import logs
+
+MAX_URL_LENGTH = 2048
+DEFAULT_TIMEOUT = 5.0
+# Attempts in all, the first included; the sweep gives up after the last.
+MAX_ATTEMPTS = 8
+# Wait before attempt n+1 after n failed ones: 30 s, 2 min, 10 min, 30 min,
+# 1 h, 2 h, 4 h (about 7 h 42 min from the first failure to the last try).
+BACKOFF = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(minutes=30),
+    timedelta(hours=1),
+    timedelta(hours=2),
+    timedelta(hours=4),
+)
+# Answers after which the same request may well succeed later. Any other
+# non-2xx is retried too (Standard Webhooks senders retry every failure, and
+# a 401 after a secret rotation or a 404 during a receiver's deploy heals),
+# except the ones in PERMANENT_STATUSES.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# 410 Gone: the receiver says the endpoint no longer exists.
+PERMANENT_STATUSES = frozenset({410})
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata"})
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# At most this many resolved addresses are tried, while none accepts.
+_MAX_ADDRESSES = 4
+_TYPES = {"completed": "meeting.completed", "error": "meeting.error"}
+
+
+class RefusedURL(ValueError):
+    """The notify URL may not be used; another attempt would not change that."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one attempt. `error` is safe to store and show: it
+    names the URL without its query and never holds the secret."""
+
+    delivered: bool
+    status: int | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
+def check_notify_url(url: str, allow_local: bool) -> str:
+    """The URL, if a meeting may be submitted with it; else ValueError.
+
+    https anywhere public; http (or https) to localhost, 127.0.0.1 or [::1]
+    only when `allow_local` (local runs). This is the cheap check at submit
+    time: the addresses a host name resolves to are checked at send time.
+    """
+    if not isinstance(url, str) or not url:
+        raise RefusedURL("notify_url must be a non-empty string")
+    if len(url) > MAX_URL_LENGTH:
+        raise RefusedURL(f"notify_url is longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise RefusedURL("notify_url must not contain whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise RefusedURL(f"notify_url is not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise RefusedURL("notify_url must be an https URL")
+    if "@" in parts.netloc:
+        raise RefusedURL("notify_url must not contain a user name or password")
+    host = _host_name(parts)
+    if not host:
+        raise RefusedURL("notify_url has no host")
+    local = host in LOCAL_HOSTS
+    if local and not allow_local:
+        raise RefusedURL("notify_url may not point at this machine (localhost)")
+    if scheme == "http" and not local:
+        what = "https, or http to localhost" if allow_local else "https"
+        raise RefusedURL(f"notify_url must use {what}")
+    if host in METADATA_HOSTS:
+        raise RefusedURL("notify_url may not point at the metadata server")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return url
+    reason = _refusal(address, allow_local)
+    if reason:
+        raise RefusedURL(f"notify_url may not point at a {reason} address")
+    return url
+
+
+def resolve_allowed(url: str, allow_local: bool) -> list[str]:
+    """The addresses to connect to for `url`, after checking every one.
+
+    Raises RefusedURL when the URL fails check_notify_url or any address the
+    host resolves to is not public (see the module's docstring); OSError
+    (socket.gaierror) when the name does not resolve, which may be passing.
+    """
+    check_notify_url(url, allow_local)
+    parts = urllib.parse.urlsplit(url)
+    host = _host_name(parts)
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for family, *_rest, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        reason = _refusal(address, allow_local)
+        if reason:
+            raise RefusedURL(f"{host} resolves to {address}, a {reason} address: refused")
+        if str(address) not in addresses:
+            addresses.append(str(address))
+    if not addresses:
+        raise RefusedURL(f"{host} resolves to no IP address")
+    return addresses
+
+
+def message_id(transcript_id: str, version: int | str) -> str:
+    """The webhook-id: the same on every retry of one result version, so a
+    receiver can drop duplicates, and new for a regenerated result."""
+    digest = hashlib.sha256(f"{transcript_id}\x00{version}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def payload(
+    transcript_id: str,
+    status: str,
+    *,
+    document: str,
+    version: int | str,
+    action_items: list[Any] | None = None,
+    action_items_text: str | None = None,
+    error: str | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """The notification body for a meeting that reached `completed` or
+    `error`. Pass the result's own time as `timestamp`, so every retry of a
+    message carries the same body."""
+    if status not in _TYPES:
+        raise ValueError(f"a notification is sent for completed or error, not {status!r}")
+    when = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "type": _TYPES[status],
+        "transcript_id": transcript_id,
+        "status": status,
+        "action_items": list(action_items or []),
+        "action_items_text": action_items_text,
+        "error": error,
+        "document": document,
+        "version": version,
+        "timestamp": when.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def next_attempt_at(attempts: int, now: datetime | None = None) -> datetime:
+    """When to try again after `attempts` failed attempts (BACKOFF, capped
+    at its last step). The caller stops at MAX_ATTEMPTS instead."""
+    now = now or datetime.now(UTC)
+    if attempts <= 0:
+        return now
+    return now + BACKOFF[min(attempts, len(BACKOFF)) - 1]
+
+
+def send(
+    url: str,
+    payload: dict[str, Any],
+    msg_id: str,
+    secret: str,
+    allow_local: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    transcript_id: str | None = None,
+) -> Delivery:
+    """One signed POST of `payload` (as JSON) to `url`; never raises.
+
+    `secret` is NOTIFY_SIGNING_SECRET (`whsec_` + base64). `timeout` (s)
+    bounds connecting and each wait for the answer. Retryable: timeouts,
+    connection failures, names that do not resolve, every non-2xx answer but
+    410, and a missing or malformed secret (a redeploy with the right one
+    heals it within the backoff).
+    Permanent: a URL that fails the checks, an address that is refused, a
+    payload that is not JSON, and 410.
+    """
+    started = time.monotonic()
+    shown = redact(url)
+    try:
+        result = _attempt(url, payload, msg_id, secret, allow_local, timeout, shown)
+    except Exception as exc:  # noqa: BLE001 - a notification must not break its caller
+        result = Delivery(False, None, f"{shown}: unexpected {type(exc).__name__}", True)
+    fields = {
+        "msg_id": msg_id,
+        "url": shown,
+        "http_status": result.status,
+        "retryable": result.retryable,
+        "elapsed_ms": round((time.monotonic() - started) * 1000),
+    }
+    if result.delivered:
+        logs.info("notification delivered", transcript_id, **fields)
+    else:
+        logs.warning("notification not delivered", transcript_id, error=result.error, **fields)
+    return result
+
+
+def redact(url: str) -> str:
+    """The URL as it may be logged or stored: no user info, query or fragment."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(malformed URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _attempt(
+    url: str,
+    body: dict[str, Any],
+    msg_id: str,
+    secret: str,
+    allow_local: bool,
+    timeout: float,
+    shown: str,
+) -> Delivery:
+    deadline = time.monotonic() + timeout
+    try:
+        addresses = resolve_allowed(url, allow_local)
+    except RefusedURL as exc:
+        return Delivery(False, None, f"{shown}: {exc}", retryable=False)
+    except OSError:
+        return Delivery(False, None, f"{shown}: the host name did not resolve", retryable=True)
+    try:
+        signer = Webhook(secret)
+        if not secret.startswith("whsec_"):
+            raise ValueError
+    except Exception:  # noqa: BLE001 - any malformed secret; its text may quote it
+        return Delivery(
+            False, None, "NOTIFY_SIGNING_SECRET is missing or not in the whsec_ form", True
+        )
+    try:
+        data = json.dumps(body, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        return Delivery(False, None, f"the notification body is not JSON: {exc}", False)
+    timestamp = datetime.now(UTC)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "meeting-actions-notify/1",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signer.sign(msg_id, timestamp, data),
+    }
+    parts = urllib.parse.urlsplit(url)
+    failure = "no address accepted a connection"
+    for address in addresses[:_MAX_ADDRESSES]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            failure = f"timed out after {timeout:g} s"
+            break
+        target, host_header = _pinned(parts, address)
+        try:
+            response = _session().post(
+                target,
+                data=data.encode(),
+                headers={**headers, "Host": host_header},
+                timeout=(remaining, remaining),
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError:
+            failure = "TLS failed (is the certificate valid for the host?)"
+            break
+        except requests.ConnectTimeout:
+            failure = f"connecting timed out after {timeout:g} s"
+            continue
+        except requests.ConnectionError as exc:
+            if _not_connected(exc):
+                failure = "the connection was refused or failed"
+                continue
+            failure = "the connection broke before an answer"
+            break
+        except requests.Timeout:
+            failure = f"no answer within {timeout:g} s"
+            break
+        except requests.RequestException as exc:
+            failure = f"the request failed ({type(exc).__name__})"
+            break
+        status = response.status_code
+        response.close()
+        if 200 <= status < 300:
+            return Delivery(True, status, None, retryable=False)
+        note = " (redirects are not followed)" if 300 <= status < 400 else ""
+        return Delivery(
+            False,
+            status,
+            f"{shown}: the receiver answered {status}{note}",
+            retryable=status not in PERMANENT_STATUSES,
+        )
+    return Delivery(False, None, f"{shown}: {failure}", retryable=True)
+
+
+def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local: bool) -> str:
+    """Why the address is refused, or '' when it may be used."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _refusal(address.ipv4_mapped, allow_local)
+        if address in _NAT64:
+            return _refusal(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), allow_local)
+    if address in METADATA_ADDRESSES:
+        return "metadata server"
+    if address.is_loopback:
+        return "" if allow_local else "loopback"
+    for reason, flagged in (
+        ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-public", not address.is_global),
+    ):
+        if flagged:
+            return reason
+    return ""
+
+
+def _host_name(parts: urllib.parse.SplitResult) -> str:
+    return (parts.hostname or "").rstrip(".").lower()
+
+
+def _pinned(parts: urllib.parse.SplitResult, address: str) -> tuple[str, str]:
+    """The URL with its host replaced by the checked address, and the Host
+    header naming the original host (the adapter uses it for TLS)."""
+    host = parts.hostname or ""
+    shown_host = f"[{host}]" if ":" in host else host
+    port = parts.port
+    host_header = f"{shown_host}:{port}" if port else shown_host
+    ip = f"[{address}]" if ":" in address else address
+    netloc = f"{ip}:{port}" if port else ip
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), host_header
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to the URL's (already checked) IP address while TLS sends
+    and verifies the host name from the Host header, as if it had dialled
+    the name."""
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        host_header = request.headers.get("Host")
+        if host_params["scheme"] == "https" and host_header:
+            name = urllib.parse.urlsplit(f"//{host_header}").hostname
+            pool_kwargs["server_hostname"] = name
+            pool_kwargs["assert_hostname"] = name
+        return host_params, pool_kwargs
+
+
+@functools.cache
+def _session() -> requests.Session:
+    """A pooled session of its own: it needs the pinning adapter, and it
+    ignores proxy settings (see the module's docstring)."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    adapter = _PinnedAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    return s
+
+
+def _not_connected(exc: requests.ConnectionError) -> bool:
+    """Whether the request never reached the receiver (so another address may be tried)."""
+    text = repr(exc)
+    return any(s in text for s in ("NewConnectionError", "Connection refused"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
