@@ -69,6 +69,9 @@ class Config:
     # A meeting still `queued` this long after submit had its deliveries
     # lost: the sweep asks AssemblyAI once, then backs off.
     stale_queued_seconds: float
+    # How soon the sweep looks again at a meeting it could not move because
+    # AssemblyAI, or the key, was failing (the scheduler's period).
+    recheck_seconds: float
     # Paid gateway answers that could not be parsed or stored before the
     # meeting ends in error: a parse failure repeats, so one by default.
     max_poison_calls: int
@@ -146,6 +149,7 @@ def from_env(env: dict[str, str]) -> Config:
         max_event_age=int(_number(env, "MAX_EVENT_AGE_SECONDS", 3 * 24 * 3600)),
         function_timeout=timeout,
         stale_queued_seconds=_number(env, "STALE_QUEUED_SECONDS", 900),
+        recheck_seconds=_number(env, "RECHECK_SECONDS", 60),
         max_poison_calls=int(_number(env, "MAX_POISON_CALLS", 1)),
     )
 

@@ -25,10 +25,6 @@ from . import action_items, assemblyai, inputs, lease, lifecycle, logs, record
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
 
-# How long the sweep waits before looking again at a meeting it could not
-# move because AssemblyAI or the key was failing.
-RECHECK_SECONDS = 60
-
 
 def write_budget(cfg: Config) -> float:
     """Seconds kept back at the end of a run for the final write."""
@@ -362,7 +358,7 @@ def _generate(
                 return _fail(held, f"AssemblyAI could not return the transcript: {failure.message}",
                              "transcription")  # fmt: skip
             held.release(f"reading the transcript: {failure.message}",
-                         sweep_at=_later(RECHECK_SECONDS))  # fmt: skip
+                         sweep_at=_later(cfg.recheck_seconds))  # fmt: skip
             return _busy_for(failure, tid, "could not read the transcript from AssemblyAI")
     facts = _transcript_facts(transcript)
     if transcript.get("status") == "error":
@@ -475,7 +471,7 @@ def _gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) ->
         return Busy("the LLM Gateway is rate limiting, try again later", wait, transcript_id=tid,
                     rate_limited=True)  # fmt: skip
     if failure.kind is Kind.OPERATOR:
-        held.release(message, sweep_at=_later(RECHECK_SECONDS))
+        held.release(message, sweep_at=_later(cfg.recheck_seconds))
         return _busy_for(failure, tid, "the LLM Gateway refused the key")
     if failure.kind is Kind.TRANSIENT:
         attempts = int(held.state.get("attempts") or 0) + 1
@@ -559,7 +555,7 @@ def check_queued(cfg: Config, transcript_id: str, deadline: float) -> Result:
         if failure.kind is Kind.PERMANENT:
             transcript = {"id": tid, "status": "error", "error": f"AssemblyAI: {failure.message}"}
         else:
-            _reschedule(cfg, tid, {"sweep_at": _later(RECHECK_SECONDS)}, version)
+            _reschedule(cfg, tid, {"sweep_at": _later(cfg.recheck_seconds)}, version)
             return _busy_for(failure, tid, "could not read the transcript from AssemblyAI")
     if transcript.get("status") in ("completed", "error"):
         logs.warning("AssemblyAI's deliveries were lost; the sweep takes the meeting on", tid,
@@ -568,7 +564,10 @@ def check_queued(cfg: Config, transcript_id: str, deadline: float) -> Result:
     checks = int(data.get("queued_checks") or 0) + 1
     created = data.get("created_at")
     base = created if isinstance(created, dt.datetime) else record.now()
-    later = max(lifecycle.queued_check_at(base, checks, cfg.stale_queued_seconds), _later(60))
+    later = max(
+        lifecycle.queued_check_at(base, checks, cfg.stale_queued_seconds),
+        _later(cfg.recheck_seconds),
+    )
     _reschedule(cfg, tid, {"sweep_at": later, "queued_checks": checks}, version)
     return Busy("AssemblyAI is still transcribing", (later - record.now()).total_seconds(),
                 transcript_id=tid)  # fmt: skip

@@ -618,9 +618,11 @@ class StandIn:
             content = rules.answer(source, body.get("response_format"), lines)
         if kind == "invalid_json":
             content = content[: max(1, len(content) * 2 // 3)]
+        if kind == "answer":  # a test's own answer: a "poison" one, say
+            content = rule.get("content", content)
         finish = "stop"
         max_tokens = int(body.get("max_tokens") or 1000)
-        if estimate_tokens(content) > max_tokens:
+        if estimate_tokens(content) > max_tokens and kind != "answer":
             cut = content[: max_tokens * 4]
             content = cut[: cut.rfind(" ")] if " " in cut else cut
             finish = "length"
@@ -655,7 +657,9 @@ class StandIn:
                     }
                 ],
                 "request": {**echo, "model": model},
-                "usage": {
+                "usage": rule["usage"]
+                if kind == "answer" and "usage" in rule
+                else {
                     "input_tokens": usage_in,
                     "output_tokens": usage_out,
                     "total_tokens": usage_in + usage_out,
