@@ -16,7 +16,7 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from meeting_actions import config, inputs, logs, pipeline, uploads
+from meeting_actions import config, inputs, logs, pipeline, regenerate, uploads
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
 from meeting_actions.lifecycle import Busy, Done, Refused, Result
 
@@ -65,7 +65,7 @@ def submit_transcription(request: flask.Request) -> flask.Response:
     """POST {"audio_url": ...}: start turning a recording into action items."""
     cfg = config.get()
     body = inputs.read_json(request, cfg.max_body_bytes)
-    result = pipeline.submit(cfg, inputs.submission(body))
+    result = pipeline.submit(cfg, inputs.submission(body, cfg.notify_allow_local))
     if isinstance(result, Done):
         return _json(
             {"transcript_id": result.transcript_id, "status": result.status,
@@ -138,3 +138,23 @@ def transcribe_uploaded_audio(cloud_event: CloudEvent) -> None:
     help); raises to have Eventarc deliver the event again.
     """
     uploads.on_object_finalized(config.get(), cloud_event["type"], cloud_event.get_data())
+
+
+class RetryLater(Exception):
+    """Raised to an event trigger so Eventarc delivers the event again."""
+
+
+@functions_framework.cloud_event
+def regenerate_action_items(cloud_event: CloudEvent) -> None:
+    """Triggered by google.cloud.firestore.document.v1.updated on the meetings'
+    documents: a person set `regenerate: true` in the Firestore console."""
+    started = time.monotonic()
+    request = regenerate.requested(cloud_event.data)
+    if request is None:  # not a request: most often one of our own writes
+        return
+    cfg = config.get()
+    if request.collection != cfg.collection:
+        return
+    result = pipeline.regenerate(cfg, request.doc_id, pipeline.deadline_of(cfg, started))
+    if isinstance(result, Busy):
+        raise RetryLater(result.reason)

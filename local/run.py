@@ -14,6 +14,7 @@ the stand-in (Firestore stays local).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no gRPC chatter when the emul
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from local import eventarc, notify_receiver  # noqa: E402
 from local import stack as local_stack  # noqa: E402
 
 SAMPLES = local_stack.LOCAL / "samples"
@@ -129,9 +131,18 @@ def main() -> int:
             stack.start_standin()
             env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/")
             api, api_key = stack.standin.url, stack.api_key
+        # The caller's side of the loop: a receiver that verifies the signed
+        # notification, and the console's regeneration through a local Eventarc.
+        signing_secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        env.update(NOTIFY_SIGNING_SECRET=signing_secret, NOTIFY_ALLOW_LOCAL="true")
+        receiver, notify_url, received = notify_receiver.start(signing_secret, quiet=True)
         stack.start_function("assemblyai_webhook", env, hook_port)
         submit = stack.start_function("submit_transcription", env)
+        regen = stack.start_function(
+            "regenerate_action_items", env, signature_type="cloudevent", name="regenerate"
+        )
         print(f"webhook function: http://127.0.0.1:{hook_port}/   submit function: {submit.url}/")
+        print(f"notifications to: {notify_url} (signature verified with standardwebhooks)")
 
         from google.cloud import firestore
 
@@ -151,17 +162,68 @@ def main() -> int:
             audio_url = answer.json()["upload_url"]
             print(f"uploaded sample {sample.name} to AssemblyAI's upload storage")
 
-        body = {"audio_url": audio_url, "metadata": {"source": "./dev run", "sample": args.sample}}
+        body = {
+            "audio_url": audio_url,
+            "metadata": {"source": "./dev run", "sample": args.sample},
+            "notify_url": notify_url,
+        }
+        speakers = sample_speakers(args.sample) if not args.audio_url else []
+        if speakers:
+            body["speakers"] = speakers
         if args.answer_format:
             body["answer_format"] = args.answer_format
-        answer = requests.post(submit.url, json=body, timeout=60)
-        print(f"submit_transcription answered {answer.status_code}: {answer.text.strip()}")
-        if answer.status_code != 202:
-            return 1
-        accepted = answer.json()
-
         db = firestore.Client(project=stack.project)
-        return show(db, accepted["document"], timeout)
+        collection = env.get("FIRESTORE_COLLECTION", "meetings")
+        with eventarc.FirestoreEventBridge(stack.project, collection, regen.url, client=db):
+            answer = requests.post(submit.url, json=body, timeout=60)
+            print(f"submit_transcription answered {answer.status_code}: {answer.text.strip()}")
+            if answer.status_code != 202:
+                return 1
+            accepted = answer.json()
+            code = show(db, accepted["document"], timeout)
+            if not wait_for(lambda: len(received) >= 1, 30):
+                print("no notification arrived")
+                return 1
+            print_notification(received[0])
+            if real:
+                return code
+            print("\nIn the Firestore console, a person sets regenerate: true on the document:")
+            db.document(accepted["document"]).update({"regenerate": True})
+            if not wait_for(lambda: len(received) >= 2, 60):
+                print("no second notification arrived")
+                return 1
+            print_notification(received[1])
+            doc = db.document(accepted["document"]).get().to_dict()
+            print(f"  regenerate: {doc.get('regenerate')}, result_version: "
+                  f"{doc.get('result_version')}, history: {len(doc.get('history') or [])} "
+                  "earlier result(s)")  # fmt: skip
+        receiver.shutdown()
+        receiver.server_close()
+        return code
+
+
+def sample_speakers(sample: str) -> list[str]:
+    """The sample meeting's participants, as a caller would name them."""
+    path = SAMPLES / f"{sample}.json"
+    names = json.loads(path.read_text()).get("speakers") if path.exists() else None
+    return sorted(set(names.values())) if isinstance(names, dict) else []
+
+
+def wait_for(condition, timeout: float) -> bool:
+    """Wait on a local condition the receiver's thread makes true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def print_notification(entry: dict) -> None:
+    body = entry["payload"]
+    print(f"\nnotification received and verified: webhook-id {entry['id']}, "
+          f"{body['type']}, version {body['version']}, {len(body['action_items'])} item(s), "
+          f"document {body['document']}")  # fmt: skip
 
 
 def show(db, path: str, timeout: float) -> int:

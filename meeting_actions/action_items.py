@@ -1,7 +1,11 @@
-"""The action-item prompt, its JSON schema, and parsing of the answer.
+"""The action-item prompts, their JSON schemas, and parsing of the answer.
 
-The transcript itself never passes through the function: the LLM Gateway
-puts its text where the exact placeholder `{{ transcript }}` stands. The
+Two prompts. With utterances (speaker labels on, the default) the webhook
+writes the meeting into the prompt itself, one `[12:34] Priya: ...` line
+per turn (built in moments.py), and asks for each item's quote, time and
+speaker, which moments.py then checks against the transcript. Without
+them, the LLM Gateway puts the transcript's plain text where the exact
+placeholder `{{ transcript }}` stands, and items have no moments. The
 model is asked for structured output, but the parser copes with a model
 that answers in plain text or is cut off at max_tokens.
 """
@@ -17,7 +21,11 @@ PLACEHOLDER = "{{ transcript }}"
 # What one meeting's document may hold of the answer: Firestore refuses a
 # document over 1 MiB, and a person reads a few dozen items, not thousands.
 MAX_ITEMS = 200
-MAX_FIELD_CHARS = {"text": 1000, "owner": 120, "due": 120}
+# (A link is never cut, which would break it: moments.py drops a long one.)
+MAX_FIELD_CHARS = {
+    "text": 1000, "owner": 120, "due": 120,
+    "quote": 300, "said_by": 120, "owner_source": 20, "note": 200,
+}  # fmt: skip
 MAX_TEXT_CHARS = 100_000
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -71,33 +79,103 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# The utterance prompt. Its lines are `[MM:SS] Name: text` (`[H:MM:SS]`
+# from the first hour on), written by moments.transcript_lines(). The
+# function writes the readable list itself from the checked items, so the
+# model is not asked for a "formatted" copy (half the output tokens).
+MOMENTS_USER_PROMPT = """Here is a meeting, one line per speaker turn: [time from the start] speaker: what they said.{labels}
+
+<transcript>
+{lines}
+</transcript>
+
+List the meeting's action items. For each:
+- "quote": the sentence it comes from, copied exactly from one line.
+- "said_at": the time of that line in seconds ([12:34] is 754); "said_by": its speaker, as written.
+- "text": the task, starting with a verb.
+- "owner": who is responsible, or null. "owner_source": "spoken" if the owner's name is said for it, "speaker" if the speaker took it on, "inferred" if you worked the name out otherwise.
+- "due": when it is due, in the meeting's own words, or null.
+If there are no action items, return an empty list."""
+
+# Said when some speakers are only labels (no names were given to identify them).
+LABELS_NOTE = (
+    " A speaker written as a letter (A, B, ...) was not identified by name: if the meeting"
+    ' makes their name clear, you may give it as an owner, marked "inferred".'
+)
+
+OWNER_SOURCES = ("spoken", "speaker", "inferred")
+
+MOMENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "action_items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                # The evidence first: the model grounds each item in a line.
+                "properties": {
+                    "quote": {"type": "string"},
+                    "said_at": {"type": ["integer", "null"]},
+                    "said_by": {"type": ["string", "null"]},
+                    "text": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "owner_source": {"type": ["string", "null"], "enum": [*OWNER_SOURCES, None]},
+                    "due": {"type": ["string", "null"]},
+                },
+                "required": ["quote", "said_at", "said_by", "text", "owner", "owner_source", "due"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "required": ["action_items"],
+    "additionalProperties": False,
+}
+
+
 def request_body(
-    transcript_id: str, model: str, answer_format: str, max_tokens: int
+    transcript_id: str,
+    model: str,
+    answer_format: str,
+    max_tokens: int,
+    transcript_lines: str | None = None,
+    labels: bool = False,
 ) -> dict[str, Any]:
-    """The chat-completions body asking for one meeting's action items."""
-    # Strip braces so a caller's answer_format cannot add a second placeholder.
-    answer_format = answer_format.replace("{", "").replace("}", "")
+    """The chat-completions body asking for one meeting's action items.
+
+    With `transcript_lines` (moments.transcript_lines()) the meeting is in
+    the prompt and the items carry their moments; without, the gateway
+    substitutes the transcript's text for the placeholder. `labels`: some
+    speakers are labels, not names. The transcript id is sent either way:
+    the gateway ties the request to the transcript with it.
+    """
+    if transcript_lines is not None:
+        user = MOMENTS_USER_PROMPT.format(
+            labels=LABELS_NOTE if labels else "", lines=transcript_lines
+        )
+        schema = MOMENTS_SCHEMA
+    else:
+        # Strip braces so a caller's answer_format cannot add a second placeholder.
+        answer_format = answer_format.replace("{", "").replace("}", "")
+        user = USER_PROMPT.format(placeholder=PLACEHOLDER, answer_format=answer_format)
+        schema = SCHEMA
     return {
         "model": model,
         "transcript_id": transcript_id,
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
-            {
-                "role": "user",
-                "content": USER_PROMPT.format(placeholder=PLACEHOLDER, answer_format=answer_format),
-            },
+            {"role": "user", "content": user},
         ],
         "max_tokens": max_tokens,
         "response_format": {
             "type": "json_schema",
-            "json_schema": {"name": "action_items", "schema": SCHEMA, "strict": True},
+            "json_schema": {"name": "action_items", "schema": schema, "strict": True},
         },
     }
 
 
 @dataclasses.dataclass
 class ActionItems:
-    items: list[dict[str, str]]
+    items: list[dict[str, Any]]
     text: str
     # "json": the schema was followed; "salvaged": cut off at max_tokens and
     # the complete items kept; "plain_text": the model ignored the schema.
@@ -110,13 +188,15 @@ _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
 
 
-def parse(content: str, finish_reason: str | None) -> ActionItems:
+def parse(content: str, finish_reason: str | None, moments: bool = False) -> ActionItems:
     """Turn the model's answer into items and readable text a document can hold.
 
-    Raises Unparseable for an answer no reading can make sense of.
+    `moments`: keep each item's claimed quote, time and speakers, for
+    moments.py to check (never stored unchecked). Raises Unparseable for an
+    answer no reading can make sense of.
     """
     try:
-        return _capped(_parse(content, finish_reason))
+        return capped(_parse(content, finish_reason, moments))
     except RecursionError:
         raise Unparseable("the model's answer is nested too deeply to read") from None
 
@@ -126,7 +206,7 @@ def storable(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
 
 
-def _capped(result: ActionItems) -> ActionItems:
+def capped(result: ActionItems) -> ActionItems:
     """At most MAX_ITEMS items of bounded size, and a note saying what was cut."""
     cuts = []
     if len(result.items) > MAX_ITEMS:
@@ -150,18 +230,18 @@ def _capped(result: ActionItems) -> ActionItems:
     return result
 
 
-def _parse(content: str, finish_reason: str | None) -> ActionItems:
+def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItems:
     content = storable(content or "").strip()
     cut = finish_reason == "length"
     data = _load_json(content)
     if isinstance(data, dict) and isinstance(data.get("action_items"), list):
-        items = _clean_items(data["action_items"])
+        items = _clean_items(data["action_items"], moments)
         text = data.get("formatted")
         if not isinstance(text, str) or not text.strip():
             text = render(items)
         return ActionItems(items, storable(text).strip(), "json")
     if _FENCE.sub("", content).lstrip().startswith("{"):
-        items = _salvage(content)
+        items = _salvage(content, moments)
         reason = "cut off at max_tokens" if cut else "not valid JSON"
         note = f"The model's answer was {reason}; kept the {len(items)} complete item(s)."
         return ActionItems(items, render(items), "salvaged", note)
@@ -172,10 +252,20 @@ def _parse(content: str, finish_reason: str | None) -> ActionItems:
     return ActionItems(items, content or render(items), "plain_text", note)
 
 
-def render(items: list[dict[str, str]]) -> str:
-    """Bullet points, for when the model gave no readable list of its own."""
+def clock(seconds: int) -> str:
+    """A time from the meeting's start: MM:SS, or H:MM:SS from the first hour on."""
+    hours, minutes, secs = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def render(items: list[dict[str, Any]]) -> str:
+    """The readable list: one `[12:34] Priya: task (due Friday)` line per item
+    when the items have moments, else bullet points (for when the model
+    gave no readable list of its own)."""
     if not items:
         return "No action items."
+    if any("said_at" in item for item in items):
+        return "\n".join(_moment_line(item) for item in items)
     lines = []
     for item in items:
         extra = ", ".join(
@@ -183,6 +273,19 @@ def render(items: list[dict[str, str]]) -> str:
         )
         lines.append(f"- {item['text']}" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
+
+
+def _moment_line(item: dict[str, Any]) -> str:
+    parts = []
+    at = item.get("said_at")
+    if isinstance(at, int) and not isinstance(at, bool) and at >= 0:
+        parts.append(f"[{clock(at)}]")
+    if item.get("owner"):
+        inferred = " (inferred)" if item.get("owner_source") == "inferred" else ""
+        parts.append(f"{item['owner']}{inferred}:")
+    parts.append(item["text"])
+    due = f" (due {item['due']})" if item.get("due") else ""
+    return " ".join(parts) + due
 
 
 def _load_json(content: str) -> Any:
@@ -193,7 +296,7 @@ def _load_json(content: str) -> Any:
     # RecursionError (a deeply nested answer) is left to parse(): poison.
 
 
-def _clean_items(raw: list[Any]) -> list[dict[str, str]]:
+def _clean_items(raw: list[Any], moments: bool = False) -> list[dict[str, Any]]:
     items = []
     for entry in raw:
         if isinstance(entry, str):
@@ -204,15 +307,34 @@ def _clean_items(raw: list[Any]) -> list[dict[str, str]]:
         if not isinstance(text, str) or not text.strip():
             continue
         item = {"text": storable(" ".join(text.split()))}
-        for key in ("owner", "due"):
+        keys = ("owner", "due", "owner_source", "said_by", "quote") if moments else ("owner", "due")
+        for key in keys:
             value = entry.get(key)
             if isinstance(value, str) and value.strip().lower() not in _NONE_WORDS:
                 item[key] = storable(" ".join(value.split()))
+        if moments:
+            item["said_at"] = seconds(entry.get("said_at"))
         items.append(item)
     return items
 
 
-def _salvage(content: str) -> list[dict[str, str]]:
+def seconds(value: Any) -> int | None:
+    """A claimed time as whole seconds: a number, or "12:34" / "1:02:03"; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if 0 <= value < 10**7 else None
+    if isinstance(value, str):
+        parts = value.strip().strip("[]").split(":")
+        if 1 <= len(parts) <= 3 and all(p.isascii() and p.isdigit() and len(p) <= 7 for p in parts):
+            total = 0
+            for part in parts:
+                total = total * 60 + int(part)
+            return total
+    return None
+
+
+def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
     """The complete objects of a JSON answer cut off in its items array."""
     start = content.find("[", content.find('"action_items"'))
     if start < 0:
@@ -228,7 +350,7 @@ def _salvage(content: str) -> list[dict[str, str]]:
         except ValueError:
             break
         found.append(obj)
-    return _clean_items(found)
+    return _clean_items(found, moments)
 
 
 def _from_plain_text(content: str) -> list[dict[str, str]]:

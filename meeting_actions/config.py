@@ -75,6 +75,12 @@ class Config:
     # Paid gateway answers that could not be parsed or stored before the
     # meeting ends in error: a parse failure repeats, so one by default.
     max_poison_calls: int
+    # Signed "done" notifications (notify.py): the deploy-time default URL for
+    # uploads, the whsec_ signing secret, and whether loopback URLs are
+    # allowed (local runs only; production refuses every private address).
+    notify_url: str
+    notify_signing_secret: str
+    notify_allow_local: bool
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed setting that is empty."""
@@ -151,6 +157,9 @@ def from_env(env: dict[str, str]) -> Config:
         stale_queued_seconds=_number(env, "STALE_QUEUED_SECONDS", 900),
         recheck_seconds=_number(env, "RECHECK_SECONDS", 60),
         max_poison_calls=int(_number(env, "MAX_POISON_CALLS", 1)),
+        notify_url=env.get("NOTIFY_URL", "").strip(),
+        notify_signing_secret=env.get("NOTIFY_SIGNING_SECRET", "").strip(),
+        notify_allow_local=env.get("NOTIFY_ALLOW_LOCAL", "").strip().lower() in ("1", "true"),
     )
 
 

@@ -17,6 +17,11 @@ import flask
 MAX_URL_LENGTH = 4096
 MAX_METADATA_KEYS = 20
 MAX_METADATA_VALUE = 500
+# The meeting's participants, for AssemblyAI's speaker identification: each
+# name (the spec: "35 characters or less"), an optional short description.
+MAX_SPEAKERS = 20
+MAX_SPEAKER_NAME = 35
+MAX_SPEAKER_DESCRIPTION = 200
 _METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,4})?$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -60,6 +65,12 @@ def read_json(request: flask.Request, max_bytes: int) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class Speaker:
+    name: str
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Submission:
     audio_url: str
     speech_models: tuple[str, ...] | None = None
@@ -67,6 +78,8 @@ class Submission:
     speaker_labels: bool | None = None
     answer_format: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    speakers: tuple[Speaker, ...] = ()
+    notify_url: str | None = None
 
 
 SUBMIT_FIELDS = (
@@ -74,8 +87,10 @@ SUBMIT_FIELDS = (
     "speech_models",
     "language_code",
     "speaker_labels",
+    "speakers",
     "answer_format",
     "metadata",
+    "notify_url",
 )
 
 
@@ -96,23 +111,107 @@ def audio_url(value: Any, field: str = "audio_url") -> str:
     return value
 
 
-def submission(body: Any) -> Submission:
-    """Validate a submit_transcription body."""
+def submission(body: Any, allow_local_notify: bool = False) -> Submission:
+    """Validate a submit_transcription body (loopback notify URLs only in local runs)."""
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     unknown = sorted(str(k) for k in body if k not in SUBMIT_FIELDS)
     if unknown:
         raise InvalidRequest("unknown field(s): " + ", ".join(unknown)[:200], field=unknown[0][:64])
-    return Submission(
+    sub = Submission(
         audio_url=audio_url(body.get("audio_url")),
         speech_models=_speech_models(body.get("speech_models")),
         language_code=_optional_str(
             body, "language_code", _LANGUAGE, "a language code such as en_us"
         ),
         speaker_labels=_optional_bool(body, "speaker_labels"),
+        speakers=speakers(body.get("speakers")),
         answer_format=_answer_format(body.get("answer_format")),
         metadata=metadata(body.get("metadata")),
+        notify_url=notify_url(body.get("notify_url"), allow_local_notify),
     )
+    if sub.speakers and sub.speaker_labels is False:
+        raise InvalidRequest(
+            "speakers needs speaker_labels: AssemblyAI names speakers only with speaker "
+            "labels on, so leave speaker_labels out or true",
+            field="speakers",
+        )
+    return sub
+
+
+def notify_url(value: Any, allow_local: bool) -> str | None:
+    """Where to POST the signed result: https, or http to loopback in local runs."""
+    from . import notify
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest("notify_url must be an https URL", field="notify_url")
+    try:
+        return notify.check_notify_url(value, allow_local)
+    except ValueError as exc:
+        raise InvalidRequest(f"notify_url: {exc}", field="notify_url") from None
+
+
+def speakers(value: Any) -> tuple[Speaker, ...]:
+    """The meeting's participants: names, or {"name", "description"} objects."""
+    if value is None:
+        return ()
+    what = (
+        f"speakers must be a list of at most {MAX_SPEAKERS} names, or of "
+        '{"name": ..., "description": ...} objects'
+    )
+    if not isinstance(value, list) or len(value) > MAX_SPEAKERS:
+        raise InvalidRequest(what, field="speakers")
+    found: list[Speaker] = []
+    for i, entry in enumerate(value):
+        where = f"speakers[{i}]"
+        description = None
+        if isinstance(entry, dict):
+            unknown = sorted(str(k)[:40] for k in entry if k not in ("name", "description"))
+            if unknown:
+                raise InvalidRequest(
+                    f"{where} has unknown key(s) {', '.join(unknown)}: use name and description",
+                    field="speakers",
+                )
+            name = entry.get("name")
+            description = _speaker_text(
+                entry.get("description"), f"{where}.description", MAX_SPEAKER_DESCRIPTION
+            )
+        elif isinstance(entry, str):
+            name = entry
+        else:
+            raise InvalidRequest(what, field="speakers")
+        name = _speaker_text(name, f"{where}.name" if isinstance(entry, dict) else where,
+                             MAX_SPEAKER_NAME, required=True)  # fmt: skip
+        assert name is not None
+        if ":" in name:
+            # A prompt line is "[12:34] Name: text": a colon would end the name.
+            raise InvalidRequest(f"{where}: a name cannot contain ':'", field="speakers")
+        if any(s.name.casefold() == name.casefold() for s in found):
+            raise InvalidRequest(f"{where}: {name!r} is listed twice", field="speakers")
+        found.append(Speaker(name, description))
+    return tuple(found)
+
+
+def _speaker_text(value: Any, where: str, limit: int, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where} must be a string", field="speakers")
+    text = " ".join(value.split())
+    if not text and required:
+        raise InvalidRequest(f"{where} is empty", field="speakers")
+    if len(text) > limit:
+        raise InvalidRequest(f"{where} is longer than {limit} characters", field="speakers")
+    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise InvalidRequest(f"{where} holds control characters", field="speakers")
+    return text or None
+
+
+def is_model_name(value: Any) -> bool:
+    """A plausible model name (speech or LLM): letters, digits and . _ : -."""
+    return isinstance(value, str) and bool(_MODEL.match(value))
 
 
 def _speech_models(value: Any) -> tuple[str, ...] | None:

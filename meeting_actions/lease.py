@@ -75,15 +75,38 @@ class Lease:
 
     def _write(self, fields: dict[str, Any], what: str, retry: dict[str, Any]) -> bool:
         stamped = {**fields, "updated_at": record.SERVER_TIMESTAMP}
-        try:
-            self.version = record.store().update(
-                self.collection, self.doc_id, stamped, self.version, **retry
-            )
-        except record.LostRace:
-            # Our lease ran out and someone else holds the work now.
-            logs.warning(f"could not {what}: the claim was taken over", self.doc_id)
+        for _ in range(3):
+            try:
+                self.version = record.store().update(
+                    self.collection, self.doc_id, stamped, self.version, **retry
+                )
+            except record.LostRace:
+                # Someone wrote since our claim. If the claim is still ours
+                # (a person edited the document in the console, say), write
+                # again over that version; if not, someone took the work over.
+                if not self._still_ours():
+                    logs.warning(f"could not {what}: the claim was taken over", self.doc_id)
+                    return False
+                continue
+            self.data = {**self.data, **fields}
+            return True
+        return False
+
+    def _still_ours(self) -> bool:
+        data, version = record.store().get(self.collection, self.doc_id)
+        theirs = (data or {}).get(self.field) or {}
+        mine = self.state
+        if (
+            data is None
+            or theirs.get("holder") != mine.get("holder")
+            or theirs.get("claimed_at") != mine.get("claimed_at")
+            or not isinstance(theirs.get("lease_expires_at"), dt.datetime)
+            or theirs["lease_expires_at"] <= record.now()
+        ):
             return False
-        self.data = {**self.data, **fields}
+        # Keep what the other writer changed; ours goes over it.
+        self.data = {**data, **{k: v for k, v in self.data.items() if k == self.field}}
+        self.version = version
         return True
 
 
@@ -97,6 +120,7 @@ def claim(
     on_claim: Callable[[dict[str, Any] | None], dict[str, Any]],
     create: Callable[[], dict[str, Any]] | None = None,
     rounds: int = 4,
+    fresh: bool = False,
 ) -> Lease | lifecycle.Result:
     """Win the work on one document, or the result that says why not.
 
@@ -119,7 +143,10 @@ def claim(
                 "another caller is working on it",
                 max(1.0, min((expires - at).total_seconds(), lifecycle.RETRY_AFTER)),
                 transcript_id=doc_id,
+                detail={"held": True},
             )
+        if fresh:  # a new request (a regeneration): its own attempts, from zero
+            state = {}
         expiry = at + dt.timedelta(seconds=seconds)
         state.update(
             holder=holder,

@@ -26,6 +26,7 @@ would resolve the name itself and void the check. Local runs
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import ipaddress
@@ -42,7 +43,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
-from meeting_actions import logs
+from meeting_actions import logs, record
 
 MAX_URL_LENGTH = 2048
 DEFAULT_TIMEOUT = 5.0
@@ -428,3 +429,103 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# --- the notification on the meeting's document ------------------------------------
+#
+# The document says where its notification stands:
+#   notification: {status: pending | sending | delivered | failed, id, version,
+#                  attempts, last_status, next_at, error}
+# and its `sweep_at` is the notification's `next_at` while one is due, so the
+# scheduled sweep retries it after the request that produced the result.
+
+
+def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]:
+    """The fields that start the notification of result `version`, or none."""
+    if not url:
+        return {}
+    first_retry = next_attempt_at(1)
+    return {
+        "notification": {
+            "status": "pending",
+            "id": message_id(transcript_id, version),
+            "version": version,
+            "attempts": 0,
+            "last_status": None,
+            "next_at": datetime.now(UTC),
+            "error": None,
+        },
+        # If the attempt made right after the result fails or never happens.
+        "sweep_at": first_retry,
+    }
+
+
+def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
+    note = (data or {}).get("notification") or {}
+    next_at = note.get("next_at")
+    return (
+        note.get("status") in ("pending", "sending")
+        and isinstance(next_at, datetime)
+        and next_at <= (now or datetime.now(UTC))
+    )
+
+
+def deliver(cfg: Any, transcript_id: str) -> str | None:
+    """Send the meeting's due notification once, and record the outcome.
+
+    The attempt is claimed first with a conditioned write (status `sending`,
+    next_at past the attempt's time), so the request that wrote the result
+    and a sweep never send the same attempt together. Returns the new
+    status, or None when nothing was due. Never raises for the receiver's
+    sake; a Firestore failure propagates (the sweep tries again later).
+    """
+    data, version = record.read(cfg, transcript_id)
+    if not is_due(data):
+        return None
+    note = dict(data["notification"])
+    now = datetime.now(UTC)
+    attempt_ends = now + timedelta(seconds=4 * DEFAULT_TIMEOUT)
+    try:
+        version = record.update(
+            cfg, transcript_id,
+            {"notification": {**note, "status": "sending", "next_at": attempt_ends},
+             "sweep_at": attempt_ends},
+            if_unchanged_since=version,
+        )  # fmt: skip
+    except record.LostRace:
+        return None  # another sender, or a new result, got there first
+    body = payload(
+        transcript_id,
+        data["status"],
+        document=record.path(cfg, transcript_id),
+        version=note.get("version") or 1,
+        action_items=data.get("action_items"),
+        action_items_text=data.get("action_items_text"),
+        error=data.get("error"),
+        timestamp=data.get("completed_at") or data.get("updated_at"),
+    )
+    outcome = send(
+        data.get("notify_url") or "", body, note["id"], cfg.notify_signing_secret,
+        cfg.notify_allow_local, transcript_id=transcript_id,
+    )  # fmt: skip
+    attempts = int(note.get("attempts") or 0) + 1
+    note.update(attempts=attempts, last_status=outcome.status, error=outcome.error)
+    if outcome.delivered:
+        note.update(status="delivered", next_at=None, error=None)
+    elif outcome.retryable and attempts < MAX_ATTEMPTS:
+        note.update(status="pending", next_at=next_attempt_at(attempts))
+    else:
+        note.update(
+            status="failed",
+            next_at=None,
+            error=f"gave up after {attempts} attempt(s): {outcome.error}",
+        )
+    # On a lost race a new result replaced this one; its own notification follows.
+    with contextlib.suppress(*record.LostRace):
+        record.update(
+            cfg, transcript_id,
+            {"notification": note,
+             "sweep_at": note["next_at"] if note["status"] == "pending" else None},
+            if_unchanged_since=version,
+        )  # fmt: skip
+    return note["status"]

@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import action_items, assemblyai, inputs, lease, lifecycle, logs, record
+from . import action_items, assemblyai, inputs, lease, lifecycle, logs, moments, notify, record
+from . import regenerate as regenerate_
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
 
@@ -88,12 +89,15 @@ class Hints:
     answer_format: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     source: dict[str, Any] | None = None
+    notify_url: str | None = None
 
 
 def webhook_url(cfg: Config, hints: Hints) -> str:
     params: list[tuple[str, str]] = []
     if hints.answer_format:
         params.append(("answer_format", hints.answer_format))
+    if hints.notify_url:
+        params.append(("notify", hints.notify_url))
     params += [(f"meta.{k}", v) for k, v in sorted(hints.metadata.items())]
     for key, value in (hints.source or {}).items():
         if key != "kind" and value is not None:
@@ -114,7 +118,13 @@ def hints_from_query(args: Mapping[str, str]) -> Hints:
         meta = {}
     source = {k[4:]: v for k, v in args.items() if k.startswith("src.")}
     fmt = args.get("answer_format")
+    notify_to = args.get("notify")
+    try:  # the production address check runs again at send time
+        notify_to = notify.check_notify_url(notify_to, True) if notify_to else None
+    except ValueError:
+        notify_to = None
     return Hints(
+        notify_url=notify_to,
         answer_format=fmt[:200] if fmt else None,
         metadata=meta,
         source={"kind": "gcs", **source} if source else None,
@@ -126,16 +136,37 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
     return {
         "speech_models": list(models) if models else None,
         "language_code": sub.language_code,
-        "speaker_labels": sub.speaker_labels,
+        # On unless the caller turns them off: they give the items their moments.
+        "speaker_labels": sub.speaker_labels is not False,
+        "speakers": [s.name for s in sub.speakers] or None,
         "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
     }
+
+
+def _speaker_identification(sub: inputs.Submission) -> dict[str, Any]:
+    """AssemblyAI's speech_understanding request naming the meeting's people."""
+    if any(s.description for s in sub.speakers):
+        people: dict[str, Any] = {
+            "speakers": [
+                {"name": s.name, **({"description": s.description} if s.description else {})}
+                for s in sub.speakers
+            ]
+        }
+    else:
+        people = {"known_values": [s.name for s in sub.speakers]}
+    return {"request": {"speaker_identification": {"speaker_type": "name", **people}}}
 
 
 def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, Any]) -> str:
     """Hand the recording to AssemblyAI; its transcript id. Raises Failure."""
     cfg.require("api_key", "webhook_url", "webhook_secret")
     options = options_of(sub, cfg)
-    hints = Hints(sub.answer_format, sub.metadata, source if source.get("kind") != "url" else None)
+    hints = Hints(
+        sub.answer_format,
+        sub.metadata,
+        source if source.get("kind") != "url" else None,
+        sub.notify_url,
+    )
     params: dict[str, Any] = {
         "audio_url": sub.audio_url,
         "webhook_url": webhook_url(cfg, hints),
@@ -145,6 +176,8 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
     for key in ("speech_models", "language_code", "speaker_labels"):
         if options[key] is not None:
             params[key] = options[key]
+    if sub.speakers:
+        params["speech_understanding"] = _speaker_identification(sub)
     try:
         transcript = assemblyai.submit_transcript(cfg, params)
     except assemblyai.ApiError as exc:
@@ -163,6 +196,7 @@ def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[st
         "source": source,
         "options": options_of(sub, cfg),
         "metadata": sub.metadata,
+        "notify_url": sub.notify_url,
         # Deliveries normally move it on long before; if all of them are
         # lost, the sweep asks AssemblyAI then.
         "sweep_at": lifecycle.queued_check_at(record.now(), 0, cfg.stale_queued_seconds),
@@ -228,6 +262,15 @@ def on_webhook(
 def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[str, Any]:
     """A meeting's full document, built from AssemblyAI's own record of it."""
     source = hints.source or record.source_of_url(str(transcript.get("audio_url") or ""))
+    # The names speaker identification was asked for, if it was.
+    asked: Any = transcript
+    for key in ("speech_understanding", "request", "speaker_identification"):
+        asked = asked.get(key) if isinstance(asked, dict) else None
+    asked = asked if isinstance(asked, dict) else {}
+    values, people = asked.get("known_values"), asked.get("speakers")
+    names = values if isinstance(values, list) else [
+        p.get("name") for p in (people if isinstance(people, list) else []) if isinstance(p, dict)
+    ]  # fmt: skip
     return {
         "transcript_id": transcript.get("id"),
         "source": source,
@@ -235,9 +278,11 @@ def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[
             "speech_models": transcript.get("speech_models"),
             "language_code": transcript.get("language_code"),
             "speaker_labels": transcript.get("speaker_labels"),
+            "speakers": [n for n in names if isinstance(n, str)][: inputs.MAX_SPEAKERS] or None,
             "answer_format": hints.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         },
         "metadata": hints.metadata,
+        "notify_url": hints.notify_url,
         **_transcript_facts(transcript),
     }
 
@@ -307,11 +352,14 @@ def complete(
     logs.info("claimed the meeting", tid, attempt=claimed.state.get("attempts"))
     _resolve_upload(cfg, claimed.data.get("source"), tid)
     try:
-        return _generate(cfg, claimed, read["transcript"], hints, deadline, started)
+        result = _generate(cfg, claimed, read["transcript"], hints, deadline, started)
     except record.Unavailable:
         raise  # Firestore is away: the guard answers "later", the lease expires
     except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
         return _crashed(cfg, claimed, exc)
+    if isinstance(result, Done) and claimed.data.get("notify_url"):
+        _notify_now(cfg, tid, deadline)
+    return result
 
 
 def _resolve_upload(cfg: Config, source: Any, tid: str) -> None:
@@ -377,9 +425,16 @@ def _generate(
         held.release("no time left in this run for the LLM Gateway")
         return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
     answer_format = (held.data.get("options") or {}).get("answer_format") or hints.answer_format
+    # With utterances the prompt carries who said what, and when; without
+    # (speaker labels off), the gateway substitutes the plain text.
+    meeting = moments.read(transcript)
+    # A person may name another model on the document (regeneration).
+    override = held.data.get("llm_model")
+    model = override if inputs.is_model_name(override) else cfg.llm_model
     body = action_items.request_body(
-        tid, cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT, cfg.llm_max_tokens
-    )
+        tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
+    )  # fmt: skip
     asked = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
@@ -388,13 +443,13 @@ def _generate(
     answered = time.monotonic()
     # From here on the answer is paid for: whatever fails is poison.
     try:
-        fields = _result_fields(cfg, answer, facts)
+        fields = _result_fields(cfg, answer, facts, meeting, held.data.get("source"), model)
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         return _poison(cfg, held, _reason(exc))
     try:
-        written = held.finish(fields)
+        written = _final(held, fields)
     except record.Unavailable as exc:
         failure = lifecycle.from_firestore(exc)
         if failure.kind is Kind.TRANSIENT:
@@ -411,14 +466,32 @@ def _generate(
     return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})
 
 
-def _result_fields(cfg: Config, answer: Any, facts: dict[str, Any]) -> dict[str, Any]:
-    """The document's fields from a gateway answer; raises on an unusable one."""
+def _result_fields(
+    cfg: Config,
+    answer: Any,
+    facts: dict[str, Any],
+    meeting: moments.Meeting | None = None,
+    source: Any = None,
+    requested: str | None = None,
+) -> dict[str, Any]:
+    """The document's fields from a gateway answer; raises on an unusable one.
+
+    With the meeting's turns (the utterance prompt), every item's moment is
+    checked against them and linked into `source`."""
     choice = answer["choices"][0]
     content = choice["message"]["content"]
     if not isinstance(content, str):
         raise TypeError("the answer's content is not text")
     finish_reason = choice.get("finish_reason")
-    result = action_items.parse(content, finish_reason if isinstance(finish_reason, str) else None)
+    with_moments = meeting is not None and bool(meeting.turns)
+    result = action_items.parse(
+        content, finish_reason if isinstance(finish_reason, str) else None, with_moments
+    )
+    quotes = None
+    if meeting is not None and with_moments:
+        result, quotes = moments.checked(result, meeting, source)
+        if meeting.cut_note:
+            result.note = f"{result.note} {meeting.cut_note}" if result.note else meeting.cut_note
     usage = answer.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     request = answer.get("request")
@@ -435,15 +508,18 @@ def _result_fields(cfg: Config, answer: Any, facts: dict[str, Any]) -> dict[str,
         "action_items": result.items,
         "action_items_text": result.text,
         "llm": {
-            "model": text(model) or cfg.llm_model,
-            "requested_model": cfg.llm_model,
+            "model": text(model) or requested or cfg.llm_model,
+            "requested_model": requested or cfg.llm_model,
             "request_id": text(answer.get("request_id")),
             "finish_reason": text(finish_reason),
             "parsed_as": result.parsed_as,
             "input_tokens": count(usage.get("input_tokens", usage.get("prompt_tokens"))),
             "output_tokens": count(usage.get("output_tokens", usage.get("completion_tokens"))),
             "total_tokens": count(usage.get("total_tokens")),
+            "prompt": "utterances" if with_moments else "placeholder",
+            "quotes": quotes,
         },
+        **(moments.document_fields(meeting) if meeting is not None else {}),
         "note": result.note,
         "completed_at": record.SERVER_TIMESTAMP,
         **facts,
@@ -516,6 +592,25 @@ def _crashed(cfg: Config, held: lease.Lease, exc: Exception) -> Result:
     return Busy("internal error, try again later", transcript_id=tid)
 
 
+def _final(held: lease.Lease, fields: dict[str, Any]) -> bool:
+    """Write a final result (completed or error) as a new result version,
+    with its notification due when the meeting has a notify URL."""
+    version = int(held.data.get("result_version") or 0) + 1
+    started = notify.started(held.doc_id, version, held.data.get("notify_url"))
+    return held.finish({**fields, "result_version": version, **started})
+
+
+def _notify_now(cfg: Config, tid: str, deadline: float) -> None:
+    """The first attempt, right after the result; the sweep makes the rest.
+    Never delays or endangers the result: it is written already."""
+    if deadline - time.monotonic() < 4 * notify.DEFAULT_TIMEOUT:
+        return
+    try:
+        notify.deliver(cfg, tid)
+    except Exception:  # noqa: BLE001 - the notification stays due; the sweep retries
+        logs.warning("could not send the notification now; the sweep will", tid)
+
+
 def _fail(
     held: lease.Lease,
     message: str,
@@ -534,9 +629,86 @@ def _fail(
     }
     if generation:
         fields["generation"] = generation
-    if not held.finish(fields):
+    if not _final(held, fields):
         return Busy("lost the claim before the error was written", transcript_id=tid)
     return Done(lifecycle.ERROR, tid, f"{held.collection}/{tid}")
+
+
+# --- regeneration from the console ------------------------------------------------
+
+
+@firestore_guard
+def regenerate(cfg: Config, transcript_id: str, deadline: float) -> Result:
+    """A person set `regenerate: true`: generate the items again from the
+    existing transcript (no new transcription), through the same claim as
+    everything else, so a duplicated event makes one gateway call. The
+    claim clears the flag and keeps the previous result in `history`."""
+    cfg.require("api_key")
+    tid = transcript_id
+    started = time.monotonic()
+
+    def decide(data: dict[str, Any] | None, _at: dt.datetime) -> Result | None:
+        if not data or data.get("regenerate") is not True:
+            return Done("nothing to do", tid)  # handled already, or never asked
+        status = data.get("status")
+        if status == lifecycle.GENERATING:
+            reason = ("the meeting is generating its action items right now; set regenerate "
+                      "again once it is completed or error")  # fmt: skip
+        elif status == lifecycle.QUEUED:
+            reason = "the meeting is not transcribed yet; its action items will come by themselves"
+        elif status == lifecycle.ERROR and data.get("error_stage") == "transcription":
+            reason = ("AssemblyAI could not transcribe this recording, so there is nothing to "
+                      "generate from; submit the recording again")  # fmt: skip
+        elif data.get("llm_model") is not None and not inputs.is_model_name(data["llm_model"]):
+            reason = "llm_model must be a model name from the LLM Gateway's list, such as claude-sonnet-4-6"
+        else:
+            return None
+        return Refused(reason, by="regenerate")
+
+    def on_claim(data: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "status": lifecycle.GENERATING,
+            "regenerate": False,
+            "regenerate_note": None,
+            "regenerated_at": record.SERVER_TIMESTAMP,
+            "history": regenerate_.history_with(data or {}),
+        }
+
+    claimed = lease.claim(
+        cfg.collection, tid, "generation", uuid.uuid4().hex, cfg.claim_seconds,
+        decide, on_claim, fresh=True,
+    )  # fmt: skip
+    if isinstance(claimed, Refused):
+        _refuse_regeneration(cfg, tid, claimed.reason)
+        return claimed
+    if not isinstance(claimed, lease.Lease):
+        return claimed
+    logs.info("regenerating the action items", tid)
+    try:
+        result = _generate(cfg, claimed, None, Hints(), deadline, started)
+    except record.Unavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
+        return _crashed(cfg, claimed, exc)
+    if isinstance(result, Done) and claimed.data.get("notify_url"):
+        _notify_now(cfg, tid, deadline)
+    return result
+
+
+def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:
+    """Clear the flag and say why, without disturbing a live holder (its
+    final write tolerates writes that leave its claim alone)."""
+    for _ in range(3):
+        data, version = record.read(cfg, tid)
+        if not data or data.get("regenerate") is not True:
+            return
+        try:
+            record.update(cfg, tid, {"regenerate": False, "regenerate_note": reason},
+                          if_unchanged_since=version)  # fmt: skip
+        except record.LostRace:
+            continue
+        logs.warning(f"regeneration refused: {reason}", tid)
+        return
 
 
 # --- the sweep -----------------------------------------------------------------
@@ -583,10 +755,11 @@ def _reschedule(cfg: Config, tid: str, fields: dict[str, Any], version: Any) -> 
 def sweep(cfg: Config, deadline: float | None = None) -> Result:
     """Move on every meeting whose `sweep_at` has passed (see lifecycle.py).
 
-    Called every minute by Cloud Scheduler. Takes at most RECOVERY_BATCH
-    meetings, oldest deadline first, each on its own (one bad meeting
-    cannot stop the rest), starts no gateway call that cannot finish
-    before the run's deadline, and stops at the gateway's first rate limit.
+    Called every minute by Cloud Scheduler. Makes at most RECOVERY_BATCH
+    gateway calls, oldest deadline first, each meeting on its own (one bad
+    meeting cannot stop the rest), and starts no gateway call that cannot
+    finish before the run's deadline. A short rate limit is waited out, so
+    the sweep uses the whole limit; a long one ends the run.
     """
     deadline = deadline or deadline_of(cfg)
     at = record.now()
@@ -594,44 +767,62 @@ def sweep(cfg: Config, deadline: float | None = None) -> Result:
     results: dict[str, str] = {}
     stopped = None
     needed = min(cfg.gateway_timeout, 30) + write_budget(cfg)
-    for tid, data in due:
-        if len(results) >= cfg.recovery_batch:
+    queue = list(due)
+    waited = 0.0
+    while queue:
+        tid, data = queue[0]
+        if sum(1 for r in results.values() if r != "rate_limited") >= cfg.recovery_batch:
             stopped = "batch"
             break
         if time.monotonic() + needed > deadline:
             stopped = "deadline"
             break
-        status = data.get("status")
-        try:
-            if status == lifecycle.QUEUED:
-                result = check_queued(cfg, tid, deadline)
-            elif status == lifecycle.GENERATING:
-                result = complete(cfg, tid, Hints(), deadline)
-            else:  # final, nothing pending: stop looking at it
-                _reschedule(cfg, tid, {"sweep_at": None}, None)
-                continue
-        except Exception:  # noqa: BLE001 - one bad meeting must not stop the run
-            logs.error("the sweep could not handle a meeting", tid,
-                       traceback=traceback.format_exc(limit=20))  # fmt: skip
-            results[tid] = "crashed"
-            continue
-        results[tid] = _name(result)
+        result = _sweep_one(cfg, tid, data, deadline)
+        results[tid] = _name(result) if result is not None else "nothing to do"
         if isinstance(result, Busy) and result.rate_limited:
-            stopped = "rate_limited"
-            break
+            wait = result.retry_after
+            if wait > cfg.recheck_seconds or time.monotonic() + wait + needed > deadline:
+                stopped = "rate_limited"
+                break
+            time.sleep(wait)  # the gateway said when; the meeting's not_before agrees
+            waited += wait
+            continue  # the same meeting again: it is the oldest
+        queue.pop(0)
         if isinstance(result, Busy) and result.kind is Kind.OPERATOR:
             stopped = "operator"  # every meeting would fail the same way
             break
+    counts: dict[str, int] = {}
+    for name in results.values():
+        counts[name] = counts.get(name, 0) + 1
     if results or stopped:
-        counts: dict[str, int] = {}
-        for name in results.values():
-            counts[name] = counts.get(name, 0) + 1
-        logs.info("sweep", due=len(due), handled=len(results), stopped=stopped, **counts)
+        logs.info("sweep", due=len(due), handled=len(results), stopped=stopped,
+                  waited_s=round(waited, 1), **counts)  # fmt: skip
     return Done("swept", detail={"due": len(due), "tried": len(results), "stopped": stopped,
                                  "results": results})  # fmt: skip
 
 
+def _sweep_one(cfg: Config, tid: str, data: dict[str, Any], deadline: float) -> Result | None:
+    """One due meeting; a crash is logged and kept to this meeting."""
+    status = data.get("status")
+    try:
+        if status == lifecycle.QUEUED:
+            return check_queued(cfg, tid, deadline)
+        if status == lifecycle.GENERATING:
+            return complete(cfg, tid, Hints(), deadline)
+        if notify.is_due(data):
+            return Done(f"notification_{notify.deliver(cfg, tid)}", tid)
+        if (data.get("notification") or {}).get("status") not in ("pending", "sending"):
+            _reschedule(cfg, tid, {"sweep_at": None}, None)  # final, nothing pending
+        return None
+    except Exception:  # noqa: BLE001 - one bad meeting must not stop the run
+        logs.error("the sweep could not handle a meeting", tid,
+                   traceback=traceback.format_exc(limit=20))  # fmt: skip
+        return Busy("crashed", transcript_id=tid, detail={"crashed": True})
+
+
 def _name(result: Result) -> str:
+    if isinstance(result, Busy) and result.detail.get("crashed"):
+        return "crashed"
     if isinstance(result, Done):
         return result.status
     if isinstance(result, Busy):

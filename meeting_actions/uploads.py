@@ -150,7 +150,14 @@ def skip_reason(obj: StorageObject, cfg: Config) -> str | None:
 
 
 def submission_for(obj: StorageObject, audio_url: str) -> inputs.Submission:
-    """The submission, with per-object overrides from custom metadata."""
+    """The submission, with per-object overrides from custom metadata.
+
+    `speakers` names the meeting's participants: comma-separated names
+    (`Priya, Dana Lee`), or, to describe them, `;`-separated entries of
+    `Name: description` (`Priya: runs finance; Dana Lee: chairs`). Overrides
+    that do not validate are ignored with a warning (speakers alone when
+    only they are at fault), and the meeting is transcribed all the same.
+    """
     meta = obj.metadata
     body: dict[str, Any] = {"audio_url": audio_url}
     if meta.get("language_code"):
@@ -161,11 +168,27 @@ def submission_for(obj: StorageObject, audio_url: str) -> inputs.Submission:
         body["speech_models"] = [m.strip() for m in meta["speech_models"].split(",") if m.strip()]
     if meta.get("answer_format"):
         body["answer_format"] = meta["answer_format"]
-    extra = {k: v for k, v in meta.items() if k not in OVERRIDE_KEYS and k != SKIP_MARK[0]}
+    if meta.get("speakers", "").strip():
+        raw = meta["speakers"]
+        entries = [e.strip() for e in raw.split(";" if ";" in raw else ",") if e.strip()]
+        body["speakers"] = [
+            {"name": e.split(":", 1)[0].strip(), "description": e.split(":", 1)[1].strip() or None}
+            if ":" in e
+            else e
+            for e in entries
+        ]
+    overrides = (*OVERRIDE_KEYS, "speakers", SKIP_MARK[0])
+    extra = {k: v for k, v in meta.items() if k not in overrides}
     body["metadata"] = dict(sorted(extra.items())[: inputs.MAX_METADATA_KEYS])
     try:
         return inputs.submission(body)
     except inputs.InvalidRequest as exc:
+        if exc.field == "speakers" and body.pop("speakers", None) is not None:
+            logs.warning(f"ignored the object's speakers metadata: {exc.message}", object=obj.uri)
+            try:
+                return inputs.submission(body)
+            except inputs.InvalidRequest as again:
+                exc = again
         logs.warning(f"ignored the object's metadata overrides: {exc.message}", object=obj.uri)
         return inputs.submission({"audio_url": audio_url})
 

@@ -5,6 +5,7 @@ real servers on loopback ports, all stopped at the end.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -47,7 +48,9 @@ class Functions:
         hook_port = local_stack.free_port()
         self.env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", **env)
         self.collection = self.env.get("FIRESTORE_COLLECTION", "meetings")
-        name = "-".join(f"{k}={v}" for k, v in sorted(env.items())) or "default"
+        # Log names say which settings, not their values (a value may be a secret).
+        digest = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()[:6]
+        name = "-".join(sorted(env)) + f"-{digest}" if env else "default"
         self.webhook = stack.start_function(
             "assemblyai_webhook", self.env, hook_port, name=f"webhook-{name}"
         )

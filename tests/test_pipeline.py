@@ -35,7 +35,8 @@ def test_happy_path_end_to_end(stack, functions, standin, db):
     assert doc["status"] == "completed", doc.get("error")
     items = doc["action_items"]
     assert len(items) >= 2
-    assert all(set(item) <= {"text", "owner", "due"} and item["text"] for item in items)
+    moment = {"text", "owner", "owner_source", "said_by", "said_at", "quote", "link", "due"}
+    assert all(set(item) == moment and item["text"] for item in items)
     assert any(item.get("owner") for item in items) and any(item.get("due") for item in items)
     # Every item traces back to what was said.
     text = (
@@ -47,8 +48,9 @@ def test_happy_path_end_to_end(stack, functions, standin, db):
         ).json()["text"]
     )
     for item in items:
-        if item.get("owner"):
-            assert item["owner"] in text
+        assert item["quote"] in text
+        if item["owner_source"] == "spoken":
+            assert item["owner"] in item["quote"]
     assert doc["action_items_text"].strip()
     assert doc["source"]["audio_url"].startswith(stack.standin.url)
     assert doc["options"]["speaker_labels"] is True
@@ -66,8 +68,8 @@ def test_happy_path_end_to_end(stack, functions, standin, db):
         for r in standin.requests()
         if r["path"].endswith("/chat/completions") and r.get("transcript_id") == tid
     ]
-    assert gateway and all(r["substituted"] for r in gateway), (
-        "the transcript goes in through the placeholder"
+    assert gateway and not any(r["substituted"] for r in gateway), (
+        "with speaker labels the utterances go into the prompt, not through the placeholder"
     )
 
     # The webhook's log says where its time went, under the meeting's id.

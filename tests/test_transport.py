@@ -83,3 +83,16 @@ def test_without_a_proxy_requests_go_direct(servers) -> None:
     assert _get(f"{direct.url}/v1/models") == 200
     assert direct.lines == ["GET /v1/models HTTP/1.1"]
     assert proxy.lines == []
+
+
+def test_no_sleep_after_the_last_attempt(monkeypatch):
+    """A failed request raises as soon as its last attempt fails: a backoff
+    after it would only eat the caller's 10-second delivery budget."""
+    from local.stack import free_port
+
+    slept: list[float] = []
+    monkeypatch.setattr(transport.time, "sleep", slept.append)
+    url = f"http://127.0.0.1:{free_port()}/nothing-listens-here"
+    with pytest.raises(transport.TransportError):
+        transport.request("GET", url, deadline=time.monotonic() + 60, read_timeout=1, attempts=3)
+    assert len(slept) == 2, f"slept {len(slept)} times for 3 attempts"

@@ -68,6 +68,9 @@ class Settings:
     gateway_latency: float = 0.0
     gateway_rpm: float = 30
     gateway_window: float = 60.0
+    # > 0: transcriptions wait for POST /_standin/release, so a burst of
+    # meetings completes at one moment.
+    hold: float = 0.0
 
 
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -166,6 +169,7 @@ class StandIn:
             self.faults: list[dict] = []
             self.gateway_success: dict[str, int] = defaultdict(int)
             self.windows: dict[str, deque] = defaultdict(deque)
+            self.released = threading.Event()
 
     # --- plumbing ---------------------------------------------------------
 
@@ -421,6 +425,8 @@ class StandIn:
                 if s.transcription_ratio > 0
                 else s.transcription_seconds
             )
+            if s.hold:
+                self.released.wait()
             labels = bool(t["speaker_labels"])
             asked = (t.get("speech_understanding") or {}).get("request") or {}
             identification = asked.get("speaker_identification")
@@ -716,6 +722,9 @@ class StandIn:
                 if hasattr(self.settings, key):
                     setattr(self.settings, key, float(value))
             return _json(dataclasses.asdict(self.settings))
+        if path == "/release" and request.method == "POST":
+            self.released.set()
+            return _json({"released": True})
         if path == "/faults":
             with self.lock:
                 if request.method == "DELETE":
