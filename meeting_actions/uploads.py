@@ -149,7 +149,9 @@ def skip_reason(obj: StorageObject, cfg: Config) -> str | None:
     return f"not audio or video (content type {obj.content_type or 'missing'!r})"
 
 
-def submission_for(obj: StorageObject, audio_url: str) -> inputs.Submission:
+def submission_for(
+    obj: StorageObject, audio_url: str, default_notify_url: str = "", allow_local: bool = False
+) -> inputs.Submission:
     """The submission, with per-object overrides from custom metadata.
 
     `speakers` names the meeting's participants: comma-separated names
@@ -168,6 +170,7 @@ def submission_for(obj: StorageObject, audio_url: str) -> inputs.Submission:
         body["speech_models"] = [m.strip() for m in meta["speech_models"].split(",") if m.strip()]
     if meta.get("answer_format"):
         body["answer_format"] = meta["answer_format"]
+    notify_url = meta.get("notify_url", "").strip() or default_notify_url
     if meta.get("speakers", "").strip():
         raw = meta["speakers"]
         entries = [e.strip() for e in raw.split(";" if ";" in raw else ",") if e.strip()]
@@ -177,20 +180,26 @@ def submission_for(obj: StorageObject, audio_url: str) -> inputs.Submission:
             else e
             for e in entries
         ]
-    overrides = (*OVERRIDE_KEYS, "speakers", SKIP_MARK[0])
+    overrides = (*OVERRIDE_KEYS, "speakers", "notify_url", SKIP_MARK[0])
     extra = {k: v for k, v in meta.items() if k not in overrides}
     body["metadata"] = dict(sorted(extra.items())[: inputs.MAX_METADATA_KEYS])
+    if notify_url:
+        try:
+            body["notify_url"] = inputs.notify_url(notify_url, allow_local)
+        except inputs.InvalidRequest as exc:
+            logs.warning(f"ignored the object's notify_url: {exc.message}", object=obj.uri)
     try:
-        return inputs.submission(body)
+        return inputs.submission(body, allow_local)
     except inputs.InvalidRequest as exc:
         if exc.field == "speakers" and body.pop("speakers", None) is not None:
             logs.warning(f"ignored the object's speakers metadata: {exc.message}", object=obj.uri)
             try:
-                return inputs.submission(body)
+                return inputs.submission(body, allow_local)
             except inputs.InvalidRequest as again:
                 exc = again
         logs.warning(f"ignored the object's metadata overrides: {exc.message}", object=obj.uri)
-        return inputs.submission({"audio_url": audio_url})
+        kept = {k: body[k] for k in ("audio_url", "notify_url") if k in body}
+        return inputs.submission(kept, allow_local)
 
 
 # --- getting the audio to AssemblyAI --------------------------------------------
@@ -319,7 +328,7 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
             if cfg.audio_delivery == "upload"
             else signed_url(obj, cfg.signed_url_seconds)
         )
-        sub = submission_for(obj, audio_url)
+        sub = submission_for(obj, audio_url, cfg.notify_url, cfg.notify_allow_local)
         # From the next call on, AssemblyAI may hold a transcript we have no
         # record of: say so first, so no takeover submits the object again.
         marked = held.mark({"maybe_submitted_at": record.now()})

@@ -286,3 +286,22 @@ def test_a_console_edit_during_generation_does_not_void_the_result(loop):
     doc = loop.doc(tid)
     assert doc["status"] == "completed" and doc["metadata"] == {"edited": "in the console"}
     assert loop.aai.gateway_calls[tid] == 1
+
+
+def test_an_upload_is_notified_from_its_metadata_or_the_default(loop, monkeypatch):
+    from cloudevents.conversion import to_binary
+    from test_lifecycle import storage_event
+
+    from meeting_actions import uploads
+
+    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1")
+    loop.configure(NOTIFY_SIGNING_SECRET=SIGNING_SECRET, NOTIFY_ALLOW_LOCAL="true",
+                   NOTIFY_URL="http://127.0.0.1:9/default")  # fmt: skip
+    fn = loop.client("transcribe_uploaded_audio", "cloudevent")
+    own = storage_event(generation="31")
+    own.data["metadata"] = {"notify_url": "http://127.0.0.1:9/mine", "team": "web"}
+    for event in (own, storage_event(generation="32")):
+        headers, body = to_binary(event)
+        assert fn.post("/", headers=headers, data=body).status_code == 200
+    urls = sorted(d["notify_url"] for (c, _), (d, _) in loop.store.docs.items() if c == "meetings")
+    assert urls == ["http://127.0.0.1:9/default", "http://127.0.0.1:9/mine"]
