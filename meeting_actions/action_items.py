@@ -258,14 +258,18 @@ def clock(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def render(items: list[dict[str, Any]]) -> str:
+def render(items: list[dict[str, Any]], answer_format: str | None = None) -> str:
     """The readable list: one `[12:34] Priya: task (due Friday)` line per item
-    when the items have moments, else bullet points (for when the model
-    gave no readable list of its own)."""
+    when the items have moments (numbered when the answer_format asks for
+    numbers), else bullet points (for when the model gave no
+    readable list of its own)."""
     if not items:
         return "No action items."
     if any("said_at" in item for item in items):
-        return "\n".join(_moment_line(item) for item in items)
+        numbered = "number" in (answer_format or "").lower()
+        return "\n".join(
+            (f"{i}. " if numbered else "") + _moment_line(item) for i, item in enumerate(items, 1)
+        )
     lines = []
     for item in items:
         extra = ", ".join(

@@ -480,12 +480,16 @@ def check(
 
 
 def checked(
-    result: action_items.ActionItems, meeting: Meeting, source: Any
+    result: action_items.ActionItems,
+    meeting: Meeting,
+    source: Any,
+    answer_format: str | None = None,
 ) -> tuple[action_items.ActionItems, dict[str, int]]:
     """A parsed answer with its moments checked, its readable list written
-    from them, and capped as every answer is."""
+    from them (numbered if `answer_format` asks for numbers), and capped as
+    every answer is."""
     result.items, counts = check(result.items, meeting, source)
-    result.text = action_items.render(result.items)
+    result.text = action_items.render(result.items, answer_format)
     return action_items.capped(result), counts
 
 

@@ -443,7 +443,9 @@ def _generate(
     answered = time.monotonic()
     # From here on the answer is paid for: whatever fails is poison.
     try:
-        fields = _result_fields(cfg, answer, facts, meeting, held.data.get("source"), model)
+        fields = _result_fields(
+            cfg, answer, facts, meeting, held.data.get("source"), model, answer_format
+        )
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
@@ -473,6 +475,7 @@ def _result_fields(
     meeting: moments.Meeting | None = None,
     source: Any = None,
     requested: str | None = None,
+    answer_format: str | None = None,
 ) -> dict[str, Any]:
     """The document's fields from a gateway answer; raises on an unusable one.
 
@@ -489,7 +492,7 @@ def _result_fields(
     )
     quotes = None
     if meeting is not None and with_moments:
-        result, quotes = moments.checked(result, meeting, source)
+        result, quotes = moments.checked(result, meeting, source, answer_format)
         if meeting.cut_note:
             result.note = f"{result.note} {meeting.cut_note}" if result.note else meeting.cut_note
     usage = answer.get("usage")

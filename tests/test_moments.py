@@ -340,6 +340,10 @@ def test_the_readable_list_shows_time_owner_and_due():
         "[1:02:18] Kofi: send the photos\n"
         "book the venue"
     )
+    # The answer_format a person sets (on submit, or in the console) still counts.
+    assert action_items.render(items, "a numbered list").splitlines()[1] == (
+        "2. [1:02:18] Kofi: send the photos"
+    )
     assert action_items.render([{"text": "Ship it", "owner": "Sam"}]) == "- Ship it (Sam)"
 
 
