@@ -1,112 +1,587 @@
-"""deploy.sh against a fake gcloud that records every call and keeps state,
-so a second run sees what the first one created."""
+"""deploy.sh against a fake gcloud and a fake curl that keep the state of one
+project, so a second run sees what the first one created, --delete can be
+checked for leftovers, and --verify's checks can be broken one at a time.
+
+The fake is strict where Google is: a function cannot mount a secret its
+service account may not read, a trigger needs the Eventarc agent's role, a
+build needs the build account's role, a binding needs an existing member.
+Propagation delays are injected as the first N calls of a step failing with
+Google's own error texts.
+"""
 
 from __future__ import annotations
 
+import copy
+import datetime
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference" / "gcloud"
 API_KEY = "aai-key-DISTINCTIVE-4f9c2"
+PROJECT = "acme-meetings"
+P = "meeting-actions"
 
-FAKE_GCLOUD = r"""#!/usr/bin/env python3
+
+def sa(name: str) -> str:
+    return f"{P}-{name}@{PROJECT}.iam.gserviceaccount.com"
+
+
+# Google's texts, as gcloud prints them (from real reports of each failure).
+SECRET_DENIED = (
+    "ERROR: (gcloud.functions.deploy) OperationError: code=7, message=Could not create or update "
+    "Cloud Run service {name}, Permission denied on secret: projects/123456789012/secrets/"
+    "meeting-actions-webhook-secret/versions/1 for Revision service account {sa}. The service "
+    "account used must be granted the 'Secret Manager Secret Accessor' role "
+    "(roles/secretmanager.secretAccessor) at the secret, project or higher level."
+)
+SECRET_ACCESS_DENIED = (
+    "ERROR: (gcloud.functions.deploy) OperationError: code=3, message=Could not fetch secret "
+    '"projects/123456789012/secrets/meeting-actions-assemblyai-api-key/versions/latest": '
+    "Permission 'secretmanager.versions.access' denied for resource "
+    "'projects/123456789012/secrets/meeting-actions-assemblyai-api-key/versions/latest' "
+    "(or it may not exist)."
+)
+BUILD_DENIED = (
+    "ERROR: (gcloud.functions.deploy) OperationError: code=3, message=Build failed: Could not "
+    "build the function due to a missing permission on the build service account. If you didn't "
+    "revoke that permission explicitly, this could be caused by a change in the organization "
+    "policies. Please refer to the following documentation for more details and resolution: "
+    "https://cloud.google.com/functions/docs/troubleshooting#build-service-account"
+)
+EVENTARC_DENIED = (
+    "ERROR: (gcloud.functions.deploy) OperationError: code=9, message=Validation failed for "
+    "trigger projects/acme-meetings/locations/us-central1/triggers/{name}-417923: Invalid "
+    'resource state for "": Permission denied while using the Eventarc Service Agent. If you '
+    "recently started to use Eventarc, it may take a few minutes before all necessary "
+    "permissions are propagated to the Service Agent. Otherwise, verify that it has Eventarc "
+    "Service Agent role."
+)
+GCS_PUBLISHER_DENIED = (
+    "ERROR: (gcloud.functions.deploy) OperationError: code=7, message=Validation failed for "
+    "trigger projects/acme-meetings/locations/us-central1/triggers/{name}-417923: The Cloud "
+    "Storage service account for your bucket is unable to publish to Cloud Pub/Sub topics in "
+    "the specified project. To use GCS CloudEvent triggers, the GCS service account requires "
+    "the Pub/Sub Publisher (roles/pubsub.publisher) IAM role in the specified project."
+)
+SA_MISSING = (
+    'ERROR: Policy modification failed. For a binding with condition, run "gcloud alpha iam '
+    'policies lint-condition" to identify issues in condition.\n'
+    "ERROR: ({cmd}) INVALID_ARGUMENT: Service account {sa} does not exist."
+)
+
+FAKE = r'''
+"""Fake gcloud, or fake curl when called as curl: one project's state in JSON.
+Only quick imports: it runs some eighty times per deploy."""
 import json, os, sys
-from pathlib import Path
 
-state = Path(os.environ["FAKE_GCLOUD_STATE"])
-args = sys.argv[1:]
-words = [a for a in args if not a.startswith("--")]
-def flag(name):
+STATE = os.environ["FAKE_GCLOUD_STATE"]
+DB = os.path.join(STATE, "cloud.json")
+PROJECT_NUMBER = "123456789012"
+COMMANDS = {tuple(c.split()) for c in """
+auth print-identity-token
+firestore databases create
+firestore databases describe
+functions add-invoker-policy-binding
+functions delete
+functions deploy
+functions describe
+functions remove-invoker-policy-binding
+iam service-accounts add-iam-policy-binding
+iam service-accounts create
+iam service-accounts delete
+iam service-accounts describe
+projects add-iam-policy-binding
+projects describe
+projects get-iam-policy
+projects remove-iam-policy-binding
+scheduler jobs create http
+scheduler jobs delete
+scheduler jobs describe
+scheduler jobs run
+scheduler jobs update http
+secrets add-iam-policy-binding
+secrets create
+secrets delete
+secrets describe
+secrets versions access
+secrets versions add
+secrets versions list
+services enable
+storage buckets add-iam-policy-binding
+storage buckets remove-iam-policy-binding
+storage service-agent
+""".strip().splitlines()}
+
+
+def load():
+    if os.path.exists(DB):
+        with open(DB) as f:
+            return json.load(f)
+    return {"project_bindings": [], "secrets": {}, "sas": {}, "functions": {}, "jobs": {},
+            "buckets": {}, "db": None, "faults": {}, "broken": [], "clock": 0}
+
+
+state = load()
+
+
+def save():
+    with open(DB, "w") as f:
+        json.dump(state, f)
+
+
+def fail(message, code=1):
+    print(message, file=sys.stderr)
+    save()
+    sys.exit(code)
+
+
+def now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_dict(value):
+    delim = ","
+    if value.startswith("^"):
+        end = value.index("^", 1)
+        delim, value = value[1:end], value[end + 1:]
+    out = {}
+    for item in value.split(delim):
+        key, _, val = item.partition("=")
+        out[key] = val
+    return out
+
+
+def fault(kind, **fmt):
+    f = state["faults"].get(kind)
+    if f and f["left"] > 0:
+        f["left"] -= 1
+        messages = f["messages"]
+        message = messages[min(f["used"], len(messages) - 1)]
+        f["used"] += 1
+        fail(message.format(**fmt))
+
+
+def sa_exists(member):
+    email = member.split(":", 1)[1]
+    if not email.endswith(".iam.gserviceaccount.com") or "@" + state.get("project", "") not in email:
+        return True  # a Google service agent, or another project's
+    return email in state["sas"]
+
+
+def curl():
+    from urllib.parse import urlparse
+
+    args = sys.argv[1:]
+    method, headers, body, url, i = "GET", [], None, "", 0
+    while i < len(args):
+        a = args[i]
+        if a == "-X":
+            method = args[i + 1]; i += 2
+        elif a == "-H":
+            h = args[i + 1]; i += 2
+            headers += sys.stdin.read().splitlines() if h == "@-" else [h]
+        elif a == "--data-binary":
+            body = args[i + 1]; i += 2
+        elif a in ("-o", "-w", "--max-time"):
+            i += 2
+        elif a.startswith("-"):
+            i += 1
+        else:
+            url = a; i += 1
+    with open(os.path.join(STATE, "curl.jsonl"), "a") as log:
+        log.write(json.dumps({"argv": args, "headers": headers}) + "\n")
+    name = (urlparse(url).hostname or "").split("-abc123")[0]
+    fn = state["functions"].get(name)
+    if fn is None:
+        print("000", end="")
+        sys.exit(6)
+    broken = set(state["broken"])
+    auth = any(h.lower().startswith("authorization: bearer ") for h in headers)
+    header = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in headers}
+    if not fn["public"] and not auth:
+        status = 403
+    elif fn["entry"] == "assemblyai_webhook":
+        ref = fn["secrets"].get("WEBHOOK_SECRET", "")
+        secret_name, _, version = ref.partition(":")
+        versions = state["secrets"].get(secret_name, {}).get("versions", [])
+        if version == "latest":
+            version = str(versions[-1]["n"]) if versions else ""
+        current = [v["data"] for v in versions if str(v["n"]) == version]
+        if method != "POST":
+            status = 200 if "webhook-allows-get" in broken else 405
+        elif not current:
+            status = 500
+        elif "webhook-accepts-any-secret" in broken:
+            status = 200
+        else:
+            status = 200 if header.get("x-webhook-secret") == current[0] else 401
+    elif fn["entry"] == "submit_transcription":
+        if "submit-misconfigured" in broken:
+            status = 500
+        elif method != "POST":
+            status = 405
+        else:
+            status = 400 if not (body or "").strip() else 202
+    else:
+        status = 404
+    print(status, end="")
+    save()
+
+
+def gcloud():
+    args = sys.argv[1:]
+    stdin = sys.stdin.read() if "--data-file=-" in args else None
+    with open(os.path.join(STATE, "calls.jsonl"), "a") as log:
+        log.write(json.dumps({"argv": args, "stdin": stdin}) + "\n")
+    words = [a for a in args if not a.startswith("--")]
+    flags = {}
     for a in args:
-        if a.startswith(f"--{name}="):
-            return a.split("=", 1)[1]
-stdin = sys.stdin.read() if "--data-file=-" in args else None
-with open(state / "calls.jsonl", "a") as log:
-    log.write(json.dumps({"argv": args, "stdin": stdin}) + "\n")
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            flags.setdefault(key, []).append(val if eq else None)
+    flag = lambda k: flags.get(k, [None])[-1]
+    path = max((n for n in range(1, 5) if tuple(words[:n]) in COMMANDS), default=0)
+    if not path:
+        fail(f"ERROR: (gcloud) Invalid choice: {' '.join(words)}", 2)
+    cmd, pos = " ".join(words[:path]), words[path:]
+    project = flag("project")
+    if project:
+        state["project"] = project
+    fmt = flag("format")
 
-def mark(kind, name):
-    (state / f"{kind}--{name}").touch()
-def has(kind, name):
-    return (state / f"{kind}--{name}").exists()
-def missing():
-    print("ERROR: (gcloud) NOT_FOUND", file=sys.stderr)
-    sys.exit(1)
+    if cmd.endswith("add-iam-policy-binding") or cmd == "functions add-invoker-policy-binding":
+        member = flag("member")
+        if member.startswith("serviceAccount:"):
+            email = member.split(":", 1)[1]
+            fault("binding", cmd="gcloud." + cmd.replace(" ", "."), sa=email)
+            if not sa_exists(member):
+                fail(f"ERROR: ({'gcloud.' + cmd.replace(' ', '.')}) INVALID_ARGUMENT: "
+                     f"Service account {email} does not exist.")
 
-cmd = " ".join(words[:3])
-if words[:2] == ["secrets", "describe"]:
-    has("secret", words[2]) or missing()
-elif words[:2] == ["secrets", "create"]:
-    mark("secret", words[2])
-elif words[:3] == ["firestore", "databases", "describe"]:
-    has("db", "default") or missing()
-elif words[:3] == ["firestore", "databases", "create"]:
-    mark("db", "default")
-elif words[:3] == ["iam", "service-accounts", "describe"]:
-    has("sa", words[3].split("@")[0]) or missing()
-elif words[:3] == ["iam", "service-accounts", "create"]:
-    mark("sa", words[3])
-elif words[:2] == ["functions", "describe"]:
-    has("fn", words[2]) or missing()
-    print(f"https://{words[2]}-abc123-uc.a.run.app")
-elif words[:2] == ["functions", "deploy"]:
-    mark("fn", words[2])
-elif words[:3] == ["scheduler", "jobs", "describe"]:
-    has("job", words[3]) or missing()
-elif words[:3] == ["scheduler", "jobs", "create"]:
-    mark("job", words[4])
-elif words[:2] == ["projects", "get-iam-policy"]:
-    path = state / "bindings"
-    print(path.read_text() if path.exists() else "", end="")
-elif words[:2] == ["projects", "add-iam-policy-binding"]:
-    with open(state / "bindings", "a") as f:
-        f.write(f"{flag('role')}\t{flag('member')}\n")
-elif words[:2] == ["storage", "service-agent"]:
-    print("service-123@gs-project-accounts.iam.gserviceaccount.com")
-elif words[:2] == ["projects", "describe"]:
-    print("123")
-"""
+    def bindings_of(kind, name):
+        if kind == "project":
+            return state["project_bindings"]
+        if kind == "secret":
+            s = state["secrets"].get(name) or fail(f"ERROR: NOT_FOUND: Secret [{name}] not found.")
+            return s["bindings"]
+        if kind == "sa":
+            s = state["sas"].get(name) or fail(f"ERROR: PERMISSION_DENIED: {name} does not exist.")
+            return s["bindings"]
+        if kind == "bucket":
+            return state["buckets"].setdefault(name, [])
+        if kind == "function":
+            f = state["functions"].get(name) or fail(f"ERROR: NOT_FOUND: function {name}")
+            return f["invokers"]
+
+    def add(kind, name, role):
+        b = bindings_of(kind, name)
+        if [role, flag("member")] not in b:
+            b.append([role, flag("member")])
+
+    def remove(kind, name, role):
+        b = bindings_of(kind, name)
+        if [role, flag("member")] not in b:
+            fail("ERROR: Policy binding with the specified principal, role, and condition not found!")
+        b.remove([role, flag("member")])
+
+    if cmd == "services enable":
+        pass
+    elif cmd == "auth print-identity-token":
+        print("fake-identity-token")
+    elif cmd == "firestore databases describe":
+        if state["db"] is None:
+            fail("ERROR: (gcloud.firestore.databases.describe) NOT_FOUND: database (default)")
+        if fmt == "value(locationId)":
+            print(state["db"]["locationId"])
+        elif fmt:
+            fail(f"fake: unsupported format {fmt}", 3)
+    elif cmd == "firestore databases create":
+        state["db"] = {"locationId": flag("location")}
+    elif cmd == "iam service-accounts describe":
+        pos[0] in state["sas"] or fail(f"ERROR: PERMISSION_DENIED: {pos[0]} does not exist.")
+    elif cmd == "iam service-accounts create":
+        state["sas"][f"{pos[0]}@{project}.iam.gserviceaccount.com"] = {"bindings": []}
+    elif cmd == "iam service-accounts delete":
+        state["sas"].pop(pos[0], None) or fail(f"ERROR: PERMISSION_DENIED: {pos[0]} does not exist.")
+    elif cmd == "iam service-accounts add-iam-policy-binding":
+        add("sa", pos[0], flag("role"))
+    elif cmd == "projects get-iam-policy":
+        assert fmt == "value(bindings.role,bindings.members)", fmt
+        for role, member in state["project_bindings"]:
+            print(f"{role}\t{member}")
+    elif cmd == "projects add-iam-policy-binding":
+        add("project", None, flag("role"))
+    elif cmd == "projects remove-iam-policy-binding":
+        remove("project", None, flag("role"))
+    elif cmd == "projects describe":
+        assert fmt == "value(projectNumber)", fmt
+        print(PROJECT_NUMBER)
+    elif cmd == "storage service-agent":
+        print(f"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com")
+    elif cmd == "storage buckets add-iam-policy-binding":
+        add("bucket", pos[0], flag("role"))
+    elif cmd == "storage buckets remove-iam-policy-binding":
+        remove("bucket", pos[0], flag("role"))
+    elif cmd == "secrets describe":
+        pos[0] in state["secrets"] or fail(f"ERROR: NOT_FOUND: Secret [{pos[0]}] not found.")
+    elif cmd == "secrets create":
+        if pos[0] in state["secrets"]:
+            fail("ERROR: ALREADY_EXISTS")
+        state["secrets"][pos[0]] = {"versions": [], "bindings": []}
+        state["secrets"][pos[0]]["versions"].append(
+            {"n": 1, "createTime": now(), "state": "ENABLED", "data": stdin})
+    elif cmd == "secrets versions add":
+        versions = state["secrets"][pos[0]]["versions"]
+        versions.append({"n": len(versions) + 1, "createTime": now(), "state": "ENABLED",
+                         "data": stdin})
+    elif cmd == "secrets versions list":
+        assert flag("filter") == "state:ENABLED" and flag("sort-by") == "~createTime", args
+        assert fmt == "value(name.basename(),createTime)", fmt
+        versions = [v for v in state["secrets"][pos[0]]["versions"] if v["state"] == "ENABLED"]
+        versions.sort(key=lambda v: v["createTime"], reverse=True)
+        for v in versions[: int(flag("limit") or 100)]:
+            print(f"{v['n']}\t{v['createTime']}")
+    elif cmd == "secrets versions access":
+        versions = state["secrets"][flag("secret")]["versions"]
+        print(versions[-1]["data"] if pos[0] == "latest" else versions[int(pos[0]) - 1]["data"])
+    elif cmd == "secrets delete":
+        state["secrets"].pop(pos[0], None)
+    elif cmd == "secrets add-iam-policy-binding":
+        add("secret", pos[0], flag("role"))
+    elif cmd == "secrets remove-iam-policy-binding":
+        remove("secret", pos[0], flag("role"))
+    elif cmd == "functions describe":
+        fn = state["functions"].get(pos[0]) or fail(f"ERROR: NOT_FOUND: function {pos[0]}")
+        if fmt == "value(serviceConfig.uri)":
+            print(f"https://{pos[0]}-abc123-uc.a.run.app")
+        elif fmt == "value(state)":
+            print(fn["state"])
+        elif fmt == "value(eventTrigger.eventFilters[0].value)":
+            print(fn.get("bucket") or "")
+        elif fmt:
+            fail(f"fake: unsupported format {fmt}", 3)
+    elif cmd == "functions deploy":
+        deploy(pos[0], flags, flag)
+    elif cmd == "functions delete":
+        state["functions"].pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: function {pos[0]}")
+    elif cmd == "functions add-invoker-policy-binding":
+        add("function", pos[0], "roles/run.invoker")
+    elif cmd == "functions remove-invoker-policy-binding":
+        remove("function", pos[0], "roles/run.invoker")
+    elif cmd in ("scheduler jobs create http", "scheduler jobs update http"):
+        exists = pos[0] in state["jobs"]
+        if exists != cmd.endswith("update http"):
+            fail("ERROR: ALREADY_EXISTS" if exists else "ERROR: NOT_FOUND")
+        job = state["jobs"].setdefault(pos[0], {"last": "", "code": ""})
+        job.update(uri=flag("uri"), oidc=flag("oidc-service-account-email"), argv=args)
+    elif cmd == "scheduler jobs describe":
+        job = state["jobs"].get(pos[0]) or fail(f"ERROR: NOT_FOUND: Job {pos[0]}")
+        if fmt == "value(lastAttemptTime,status.code)":
+            print(f"{job['last']}\t{job['code']}")
+        elif fmt:
+            fail(f"fake: unsupported format {fmt}", 3)
+    elif cmd == "scheduler jobs run":
+        job = state["jobs"].get(pos[0]) or fail(f"ERROR: NOT_FOUND: Job {pos[0]}")
+        state["clock"] += 1
+        job["last"] = f"2026-03-01T00:{state['clock'] // 60:02d}:{state['clock'] % 60:02d}Z"
+        target = [f for n, f in state["functions"].items()
+                  if job["uri"] == f"https://{n}-abc123-uc.a.run.app"]
+        f = state["faults"].get("scheduler")
+        if f and f["left"] > 0:
+            f["left"] -= 1
+            job["code"] = "7"
+        elif not target:
+            job["code"] = "5"
+        elif ["roles/run.invoker", "serviceAccount:" + job["oidc"]] not in target[0]["invokers"]:
+            job["code"] = "7"
+        else:
+            job["code"] = ""
+    elif cmd == "scheduler jobs delete":
+        state["jobs"].pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: Job {pos[0]}")
+    save()
 
 
-@pytest.fixture
-def gcloud(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "gcloud"
-    fake.write_text(FAKE_GCLOUD)
-    fake.chmod(0o755)
-    state = tmp_path / "state"
-    state.mkdir()
+def can_read(member, secret):
+    grants = state["secrets"].get(secret, {}).get("bindings", []) + state["project_bindings"]
+    return ["roles/secretmanager.secretAccessor", member] in grants
 
-    def deploy(*args: str, key: str | None = API_KEY, project: str | None = "acme-meetings"):
-        env = {
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "FAKE_GCLOUD_STATE": str(state),
-            "HOME": str(tmp_path),
+
+def deploy(name, flags, flag):
+    event = bool(flag("trigger-bucket") or flags.get("trigger-event-filters"))
+    fault("trigger" if event else "http", name=name, sa=flag("service-account"))
+    fault("deploy", name=name, sa=flag("service-account"))
+    member = "serviceAccount:" + flag("service-account")
+    if not sa_exists(member):
+        fail(f"ERROR: (gcloud.functions.deploy) INVALID_ARGUMENT: Service account {member[15:]} does not exist.")
+    build = (flag("build-service-account") or "").rsplit("/", 1)[-1]
+    if ["roles/cloudbuild.builds.builder", "serviceAccount:" + build] not in state["project_bindings"]:
+        fail("ERROR: (gcloud.functions.deploy) OperationError: code=3, message=Build failed: Could not "
+             "build the function due to a missing permission on the build service account.")
+    secrets = parse_dict(flag("set-secrets") or "")
+    for env, ref in secrets.items():
+        secret, _, version = ref.partition(":")
+        if not can_read(member, secret):
+            fail(f"ERROR: (gcloud.functions.deploy) OperationError: code=7, message=Permission denied "
+                 f"on secret: projects/{PROJECT_NUMBER}/secrets/{secret}/versions/{version} for "
+                 f"Revision service account {member[15:]}. The service account used must be granted "
+                 f"the 'Secret Manager Secret Accessor' role (roles/secretmanager.secretAccessor) at "
+                 f"the secret, project or higher level.")
+    if event:
+        agent = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-eventarc.iam.gserviceaccount.com"
+        trigger_sa = "serviceAccount:" + (flag("trigger-service-account") or "")
+        if ["roles/eventarc.serviceAgent", agent] not in state["project_bindings"]:
+            fail("ERROR: (gcloud.functions.deploy) OperationError: code=9, message=Permission denied "
+                 "while using the Eventarc Service Agent.")
+        if not sa_exists(trigger_sa) or ["roles/eventarc.eventReceiver", trigger_sa] not in state["project_bindings"]:
+            fail("ERROR: (gcloud.functions.deploy) PERMISSION_DENIED: Permission "
+                 "\"eventarc.events.receiveEvent\" denied on " + trigger_sa)
+    if flag("trigger-bucket"):
+        gcs = f"serviceAccount:service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
+        if ["roles/pubsub.publisher", gcs] not in state["project_bindings"]:
+            fail("ERROR: (gcloud.functions.deploy) The Cloud Storage service account for your bucket "
+                 "is unable to publish to Cloud Pub/Sub topics in the specified project.")
+    old = state["functions"].get(name, {})
+    public = old.get("public", False)
+    if "allow-unauthenticated" in flags:
+        public = True
+    if "no-allow-unauthenticated" in flags:
+        public = False
+    state["functions"][name] = {
+        "argv": sys.argv[1:], "entry": flag("entry-point"), "sa": flag("service-account"),
+        "public": public, "invokers": old.get("invokers", []), "state": "ACTIVE",
+        "bucket": flag("trigger-bucket"), "secrets": secrets,
+        "env": parse_dict(flag("set-env-vars") or ""),
+    }
+
+
+if os.path.basename(sys.argv[0]) == "curl":
+    curl()
+else:
+    gcloud()
+'''
+
+
+def parse_dict(value: str) -> dict[str, str]:
+    """A gcloud dict flag's value, with its alternate delimiter if any."""
+    delim = ","
+    if value.startswith("^"):
+        end = value.index("^", 1)
+        delim, value = value[1:end], value[end + 1 :]
+    return dict(item.partition("=")[::2] for item in value.split(delim))
+
+
+class Cloud:
+    """The fake project: run deploy.sh against it, read and edit its state."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp = tmp_path
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        for tool in ("gcloud", "curl"):
+            (self.bin / tool).write_text(f"#!{sys.executable} -S{FAKE}")
+            (self.bin / tool).chmod(0o755)
+        self.dir = tmp_path / "state"
+        self.dir.mkdir()
+        self.curl_calls: list[dict] = []
+        self.state = {
+            "project_bindings": [],
+            "secrets": {},
+            "sas": {},
+            "functions": {},
+            "jobs": {},
+            "buckets": {},
+            "db": None,
+            "faults": {},
+            "broken": [],
+            "clock": 0,
+        }
+
+    @property
+    def state(self) -> dict:
+        path = self.dir / "cloud.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        (self.dir / "cloud.json").write_text(json.dumps(value))
+
+    def edit(self, change) -> None:
+        s = self.state
+        change(s)
+        self.state = s
+
+    def fault(self, kind: str, left: int, *messages: str) -> None:
+        def change(s):
+            s.setdefault("faults", {})[kind] = {"left": left, "used": 0, "messages": list(messages)}
+
+        self.edit(change)
+
+    def __call__(
+        self,
+        *args: str,
+        key: str | None = API_KEY,
+        project: str | None = PROJECT,
+        env: dict[str, str] | None = None,
+    ):
+        environ = {
+            "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_GCLOUD_STATE": str(self.dir),
+            "HOME": str(self.tmp),
+            "DEPLOY_RETRY_BASE_SECONDS": "0",
+            **(env or {}),
         }
         if key:
-            env["ASSEMBLYAI_API_KEY"] = key
+            environ["ASSEMBLYAI_API_KEY"] = key
         if project:
-            env["GOOGLE_CLOUD_PROJECT"] = project
+            environ["GOOGLE_CLOUD_PROJECT"] = project
         done = subprocess.run(
             ["bash", str(ROOT / "deploy.sh"), *args],
-            env=env,
+            env=environ,
             cwd=ROOT,
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
-            timeout=60,
+            timeout=120,
         )
-        log = state / "calls.jsonl"
-        calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        log.unlink(missing_ok=True)
+        calls = []
+        for name, into in (("calls.jsonl", calls), ("curl.jsonl", None)):
+            log = self.dir / name
+            lines = (
+                [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+            )
+            log.unlink(missing_ok=True)
+            if into is None:
+                self.curl_calls = lines
+            else:
+                into.extend(lines)
         return done, calls
 
-    return deploy
+
+@pytest.fixture
+def gcloud(tmp_path) -> Cloud:
+    return Cloud(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> dict:
+    """The state after one full deploy (bucket, notify URL), to start other tests from."""
+    cloud = Cloud(tmp_path_factory.mktemp("deployed"))
+    done, calls = cloud(
+        "--bucket", "acme-recordings", "--notify-url", "https://hooks.acme.test/done"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"state": cloud.state, "stdout": done.stdout, "stderr": done.stderr, "calls": calls}
 
 
 def argv(calls, *prefix: str) -> list[list[str]]:
@@ -117,6 +592,11 @@ def deploys(calls) -> dict[str, list[str]]:
     return {a[2]: a for a in argv(calls, "functions", "deploy")}
 
 
+def flag(args: list[str], name: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")]
+    return values[-1] if values else None
+
+
 MUTATING = (
     "create",
     "deploy",
@@ -125,72 +605,212 @@ MUTATING = (
     "add-invoker-policy-binding",
     "enable",
     "update",
+    "delete",
+    "remove-iam-policy-binding",
+    "run",
 )
 
+ENTRY = {
+    f"{P}-webhook": "assemblyai_webhook",
+    f"{P}-submit": "submit_transcription",
+    f"{P}-recover": "recover_meetings",
+    f"{P}-storage": "transcribe_uploaded_audio",
+    f"{P}-regenerate": "regenerate_action_items",
+}
+KEY = f"{P}-assemblyai-api-key"
+HOOK = f"{P}-webhook-secret"
+NOTIFY = f"{P}-notify-signing-secret"
+GCS_AGENT = "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
+EVENTARC_AGENT = "serviceAccount:service-123456789012@gcp-sa-eventarc.iam.gserviceaccount.com"
 
-def test_first_run_deploys_in_order_with_secrets_and_least_access(gcloud):
-    done, calls = gcloud("--bucket", "acme-recordings")
-    assert done.returncode == 0, done.stderr
+# Every identity deploy creates, and every role it holds anywhere: the
+# README's table. (kind, resource, role)
+ROLES = {
+    sa("build"): {("project", "", "roles/cloudbuild.builds.builder")},
+    sa("webhook"): {
+        ("project", "", "roles/datastore.user"),
+        ("secret", KEY, "roles/secretmanager.secretAccessor"),
+        ("secret", HOOK, "roles/secretmanager.secretAccessor"),
+        ("secret", NOTIFY, "roles/secretmanager.secretAccessor"),
+    },
+    sa("submit"): {
+        ("project", "", "roles/datastore.user"),
+        ("secret", KEY, "roles/secretmanager.secretAccessor"),
+        ("secret", HOOK, "roles/secretmanager.secretAccessor"),
+    },
+    sa("recover"): {
+        ("project", "", "roles/datastore.user"),
+        ("secret", KEY, "roles/secretmanager.secretAccessor"),
+        ("secret", NOTIFY, "roles/secretmanager.secretAccessor"),
+    },
+    sa("scheduler"): {("function", f"{P}-recover", "roles/run.invoker")},
+    sa("storage"): {
+        ("project", "", "roles/datastore.user"),
+        ("secret", KEY, "roles/secretmanager.secretAccessor"),
+        ("secret", HOOK, "roles/secretmanager.secretAccessor"),
+        ("bucket", "gs://acme-recordings", "roles/storage.objectViewer"),
+        ("sa", sa("storage"), "roles/iam.serviceAccountTokenCreator"),
+    },
+    sa("regen"): {
+        ("project", "", "roles/datastore.user"),
+        ("secret", KEY, "roles/secretmanager.secretAccessor"),
+        ("secret", NOTIFY, "roles/secretmanager.secretAccessor"),
+    },
+    sa("events"): {
+        ("project", "", "roles/eventarc.eventReceiver"),
+        ("function", f"{P}-storage", "roles/run.invoker"),
+        ("function", f"{P}-regenerate", "roles/run.invoker"),
+    },
+}
+
+
+def all_bindings(state: dict) -> set[tuple[str, str, str, str]]:
+    """Every (member, kind, resource, role) in the fake project."""
+    out = {(m, "project", "", r) for r, m in state["project_bindings"]}
+    for kind, items in (("secret", state["secrets"]), ("sa", state["sas"])):
+        for name, item in items.items():
+            out |= {(m, kind, name, r) for r, m in item["bindings"]}
+    for name, fn in state["functions"].items():
+        out |= {(m, "function", name, r) for r, m in fn["invokers"]}
+    for name, bindings in state["buckets"].items():
+        out |= {(m, "bucket", name, r) for r, m in bindings}
+    return out
+
+
+def roles_of(state: dict, email: str) -> set[tuple[str, str, str]]:
+    return {b[1:] for b in all_bindings(state) if b[0] == f"serviceAccount:{email}"}
+
+
+# --- a first deploy ----------------------------------------------------------------------------
+
+
+def test_first_run_deploys_every_function_with_its_own_identity(deployed):
+    calls, stdout, stderr = deployed["calls"], deployed["stdout"], deployed["stderr"]
     fns = deploys(calls)
-    assert set(fns) == {
-        "meeting-actions-webhook",
-        "meeting-actions-submit",
-        "meeting-actions-recover",
-        "meeting-actions-storage",
-    }
+    assert set(fns) == set(ENTRY)
     order = [" ".join(c["argv"][:3]) for c in calls]
-    assert order.index("functions deploy meeting-actions-webhook") < order.index(
-        "functions describe meeting-actions-webhook"
+    assert order.index(f"functions deploy {P}-webhook") < order.index(
+        f"functions describe {P}-webhook"
     )
-    assert order.index("functions describe meeting-actions-webhook") < order.index(
-        "functions deploy meeting-actions-submit"
+    assert order.index(f"functions describe {P}-webhook") < order.index(
+        f"functions deploy {P}-submit"
     )
-    assert "--set-env-vars=" in " ".join(fns["meeting-actions-submit"])
-    assert "WEBHOOK_URL=https://meeting-actions-webhook-abc123-uc.a.run.app" in " ".join(
-        fns["meeting-actions-submit"]
-    )
-    entry = {
-        "meeting-actions-webhook": "assemblyai_webhook",
-        "meeting-actions-submit": "submit_transcription",
-        "meeting-actions-recover": "recover_meetings",
-        "meeting-actions-storage": "transcribe_uploaded_audio",
+    identity = {
+        f"{P}-webhook": sa("webhook"),
+        f"{P}-submit": sa("submit"),
+        f"{P}-recover": sa("recover"),
+        f"{P}-storage": sa("storage"),
+        f"{P}-regenerate": sa("regen"),
     }
     for name, args in fns.items():
         assert "--gen2" in args and "--runtime=python312" in args and "--region=us-central1" in args
-        assert f"--entry-point={entry[name]}" in args
+        assert f"--entry-point={ENTRY[name]}" in args
+        assert flag(args, "service-account") == identity[name]
         assert (
-            "--set-secrets=ASSEMBLYAI_API_KEY=meeting-actions-assemblyai-api-key:latest,WEBHOOK_SECRET=meeting-actions-webhook-secret:latest"
-            in args
+            flag(args, "build-service-account")
+            == f"projects/{PROJECT}/serviceAccounts/{sa('build')}"
         )
-        assert (
-            "--service-account=meeting-actions-runtime@acme-meetings.iam.gserviceaccount.com"
-            in args
-        )
-        assert ("--allow-unauthenticated" in args) == (name == "meeting-actions-webhook")
-    assert (
-        "--trigger-bucket=acme-recordings" in fns["meeting-actions-storage"]
-        and "--retry" in fns["meeting-actions-storage"]
-    )
-    assert argv(calls, "scheduler", "jobs", "create", "http", "meeting-actions-recover")
-    assert argv(calls, "storage", "buckets", "add-iam-policy-binding", "gs://acme-recordings")
+        assert ("--allow-unauthenticated" in args) == (name == f"{P}-webhook")
+    env = {name: parse_dict(flag(args, "set-env-vars")) for name, args in fns.items()}
+    assert env[f"{P}-submit"]["WEBHOOK_URL"] == f"https://{P}-webhook-abc123-uc.a.run.app"
+    assert env[f"{P}-storage"]["WEBHOOK_URL"] == f"https://{P}-webhook-abc123-uc.a.run.app"
+    assert env[f"{P}-storage"]["NOTIFY_URL"] == "https://hooks.acme.test/done"
+    assert all("NOTIFY_URL" not in e for n, e in env.items() if n != f"{P}-storage")
+
+    storage = fns[f"{P}-storage"]
+    assert "--trigger-bucket=acme-recordings" in storage and "--retry" in storage
+    assert flag(storage, "trigger-service-account") == sa("events")
+    job = deployed["state"]["jobs"][f"{P}-recover"]
+    assert job["oidc"] == sa("scheduler") and job["code"] == "" and job["last"]
 
     # The key: on stdin of one secrets command, nowhere else.
     for call in calls:
         assert not any(API_KEY in a for a in call["argv"])
-    assert API_KEY not in done.stdout + done.stderr
+    assert API_KEY not in stdout + stderr
     carrying = [c for c in calls if c["stdin"] == API_KEY]
-    assert [c["argv"][:3] for c in carrying] == [
-        ["secrets", "create", "meeting-actions-assemblyai-api-key"]
-    ]
-    webhook_secret = [
-        c for c in calls if c["argv"][:3] == ["secrets", "create", "meeting-actions-webhook-secret"]
-    ]
-    assert len(webhook_secret) == 1 and len(webhook_secret[0]["stdin"]) == 64
-    assert "gcloud auth print-identity-token" in done.stdout and "firestore" in done.stdout
+    assert [c["argv"][:3] for c in carrying] == [["secrets", "create", KEY]]
+    created = {c["argv"][2]: c["stdin"] for c in calls if c["argv"][:2] == ["secrets", "create"]}
+    assert re.fullmatch(r"[0-9a-f]{64}", created[HOOK])
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", created[NOTIFY])
+    assert "gcloud auth print-identity-token" in stdout and "firestore" in stdout
+    assert f"gcloud secrets versions access latest --secret={NOTIFY} --project={PROJECT}" in stdout
+    assert "All 11 checks passed." in stdout
 
 
-def test_second_run_updates_in_place_and_rotates_nothing(gcloud):
-    gcloud("--bucket", "acme-recordings")
+def test_each_function_mounts_only_its_secrets(deployed):
+    fns = deployed["state"]["functions"]
+    mounted = {name: set(fn["secrets"]) for name, fn in fns.items()}
+    assert mounted == {
+        f"{P}-webhook": {"ASSEMBLYAI_API_KEY", "WEBHOOK_SECRET", "NOTIFY_SIGNING_SECRET"},
+        f"{P}-submit": {"ASSEMBLYAI_API_KEY", "WEBHOOK_SECRET"},
+        f"{P}-recover": {"ASSEMBLYAI_API_KEY", "NOTIFY_SIGNING_SECRET"},
+        f"{P}-storage": {"ASSEMBLYAI_API_KEY", "WEBHOOK_SECRET"},
+        f"{P}-regenerate": {"ASSEMBLYAI_API_KEY", "NOTIFY_SIGNING_SECRET"},
+    }
+    assert fns[f"{P}-webhook"]["secrets"]["WEBHOOK_SECRET"] == f"{HOOK}:1"
+
+
+def test_every_identity_holds_exactly_its_roles(deployed):
+    state = deployed["state"]
+    for email, roles in ROLES.items():
+        assert email in state["sas"], email
+        assert roles_of(state, email) == roles, email
+    assert set(state["sas"]) == set(ROLES)
+    # Google's service agents get what triggers need, and nothing else does.
+    others = {
+        b for b in all_bindings(state) if not b[0].endswith(f"@{PROJECT}.iam.gserviceaccount.com")
+    }
+    assert others == {
+        (GCS_AGENT, "project", "", "roles/pubsub.publisher"),
+        (EVENTARC_AGENT, "project", "", "roles/eventarc.serviceAgent"),
+    }
+
+
+def test_the_webhook_identity_holds_no_storage_role(deployed):
+    held = roles_of(deployed["state"], sa("webhook"))
+    assert not [r for r in held if r[0] in ("bucket", "sa") or "storage" in r[2]], held
+    assert not [r for r in held if "TokenCreator" in r[2]]
+    # Only the storage function's identity touches the bucket.
+    bucket = deployed["state"]["buckets"]["gs://acme-recordings"]
+    assert bucket == [["roles/storage.objectViewer", f"serviceAccount:{sa('storage')}"]]
+
+
+def test_threads_equal_concurrency_and_each_function_knows_its_timeout(deployed):
+    for name, fn in deployed["state"]["functions"].items():
+        args = fn["argv"]
+        concurrency = flag(args, "concurrency")
+        assert concurrency, f"{name} sets no concurrency"
+        assert fn["env"]["THREADS"] == concurrency, name
+        assert fn["env"]["FUNCTION_TIMEOUT_SECONDS"] + "s" == flag(args, "timeout"), name
+        if "--trigger-http" in args:
+            assert int(concurrency) > 1 or flag(args, "max-instances") == "1", name
+    env = {n: f["env"] for n, f in deployed["state"]["functions"].items()}
+    assert env[f"{P}-webhook"]["THREADS"] == "80" and env[f"{P}-submit"]["THREADS"] == "20"
+    assert env[f"{P}-storage"]["FUNCTION_TIMEOUT_SECONDS"] == "540"
+    assert env[f"{P}-submit"]["FUNCTION_TIMEOUT_SECONDS"] == "60"
+
+
+def test_regenerate_is_a_firestore_trigger_where_the_database_is(gcloud):
+    gcloud.edit(lambda s: s.update(db={"locationId": "nam5"}))
+    done, calls = gcloud("--collection", "team-meetings")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not argv(calls, "firestore", "databases", "create")
+    args = deploys(calls)[f"{P}-regenerate"]
+    assert [a for a in args if a.startswith("--trigger-event-filters=")] == [
+        "--trigger-event-filters=type=google.cloud.firestore.document.v1.updated",
+        "--trigger-event-filters=database=(default)",
+    ]
+    assert flag(args, "trigger-event-filters-path-pattern") == "document=team-meetings/{id}"
+    assert flag(args, "trigger-location") == "nam5"
+    assert "--retry" in args and flag(args, "trigger-service-account") == sa("events")
+    assert f"{P}-storage" not in deploys(calls), "no bucket, no storage trigger"
+
+
+# --- reruns, rotation, migration ------------------------------------------------------------------
+
+
+def test_second_run_updates_in_place_and_rotates_nothing(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
     done, calls = gcloud("--bucket", "acme-recordings", key=None)
     assert done.returncode == 0, done.stderr
     assert not argv(calls, "secrets", "create") and not argv(calls, "secrets", "versions", "add")
@@ -203,25 +823,300 @@ def test_second_run_updates_in_place_and_rotates_nothing(gcloud):
     assert argv(calls, "scheduler", "jobs", "update", "http") and not argv(
         calls, "scheduler", "jobs", "create"
     )
-    assert len(deploys(calls)) == 4
+    assert len(deploys(calls)) == 5
 
 
-def test_rotating_the_webhook_secret_adds_one_version(gcloud):
-    gcloud()
+def test_rotation_keeps_the_previous_secret_on_the_webhook_for_24_hours(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
     done, calls = gcloud("--rotate-webhook-secret", key=None)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     added = argv(calls, "secrets", "versions", "add")
-    assert [a[3] for a in added] == ["meeting-actions-webhook-secret"]
+    assert [a[3] for a in added] == [HOOK]
+    fns = gcloud.state["functions"]
+    assert fns[f"{P}-webhook"]["secrets"]["WEBHOOK_SECRET"] == f"{HOOK}:2"
+    assert fns[f"{P}-webhook"]["secrets"]["WEBHOOK_SECRET_PREVIOUS"] == f"{HOOK}:1"
+    for name in (f"{P}-submit", f"{P}-storage"):
+        assert fns[name]["secrets"]["WEBHOOK_SECRET"] == f"{HOOK}:2", name
+        assert "WEBHOOK_SECRET_PREVIOUS" not in fns[name]["secrets"], name
+    assert f"{P}-storage is deployed on gs://acme-recordings" in done.stdout
+    assert "version 1 stays" in done.stdout and "removes it" in done.stdout
+
+    # Within the window a rerun keeps it; after it, a rerun removes it.
+    done, _ = gcloud(key=None)
+    assert "WEBHOOK_SECRET_PREVIOUS" in gcloud.state["functions"][f"{P}-webhook"]["secrets"]
+
+    def age(s):
+        for v in s["secrets"][HOOK]["versions"]:
+            then = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=25)
+            v["createTime"] = then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    gcloud.edit(age)
+    done, _ = gcloud(key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    webhook = gcloud.state["functions"][f"{P}-webhook"]["secrets"]
+    assert webhook["WEBHOOK_SECRET"] == f"{HOOK}:2" and "WEBHOOK_SECRET_PREVIOUS" not in webhook
+    assert "no longer accepted" in done.stdout
+
+
+def test_rotating_twice_within_the_window_warns(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
+    gcloud("--rotate-webhook-secret", key=None)
+    done, _ = gcloud("--rotate-webhook-secret", key=None)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" in done.stdout and "less than 24 h old" in done.stdout
+    webhook = gcloud.state["functions"][f"{P}-webhook"]["secrets"]
+    assert webhook["WEBHOOK_SECRET"] == f"{HOOK}:3"
+    assert webhook["WEBHOOK_SECRET_PREVIOUS"] == f"{HOOK}:2"
+
+
+def legacy_layout(s: dict) -> None:
+    """What the old deploy.sh left: every function running as PREFIX-runtime."""
+    legacy = f"serviceAccount:{sa('runtime')}"
+    s["sas"][sa("runtime")] = {"bindings": [["roles/iam.serviceAccountTokenCreator", legacy]]}
+    s["project_bindings"] += [
+        ["roles/datastore.user", legacy],
+        ["roles/eventarc.eventReceiver", legacy],
+    ]
+    s["buckets"].setdefault("gs://acme-recordings", []).append(
+        ["roles/storage.objectViewer", legacy]
+    )
+
+
+def test_a_rerun_over_the_shared_account_moves_off_it_and_says_how_to_delete_it(gcloud):
+    gcloud.edit(legacy_layout)
+    done, calls = gcloud("--bucket", "acme-recordings")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(flag(a, "service-account") != sa("runtime") for a in deploys(calls).values())
+    assert sa("runtime") in gcloud.state["sas"], "the old account is left in place"
+    out = done.stdout
+    assert f"{sa('runtime')}, is left in place" in out
+    assert f"gcloud iam service-accounts delete {sa('runtime')} --project={PROJECT}" in out
+    assert "gcloud projects remove-iam-policy-binding" in out and "roles/datastore.user" in out
+    assert "gcloud storage buckets remove-iam-policy-binding gs://acme-recordings" in out
+
+    done, _ = gcloud("--delete", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = gcloud.state
+    assert sa("runtime") not in state["sas"]
+    assert not [b for b in all_bindings(state) if "runtime" in b[0]]
+
+
+# --- propagation: bounded waits on Google's texts ---------------------------------------------------
+
+
+def test_propagation_delays_on_each_racing_step_are_waited_out(gcloud):
+    gcloud.fault("binding", 2, SA_MISSING)
+    gcloud.fault("http", 3, SECRET_DENIED, SECRET_ACCESS_DENIED, BUILD_DENIED)
+    gcloud.fault("trigger", 2, EVENTARC_DENIED, GCS_PUBLISHER_DENIED)
+    gcloud.fault("scheduler", 2)
+    done, calls = gcloud("--bucket", "acme-recordings")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for what in (
+        "the new service account to become visible to IAM",
+        "the secret access granted to the function's service account to take effect",
+        "the build service account's Cloud Build role to take effect",
+        "the Eventarc service agent's permissions to propagate",
+        "the Cloud Storage service agent's Pub/Sub publisher role to take effect",
+        f"the invoker role on {P}-recover to reach the scheduler's calls",
+    ):
+        assert f"for {what}" in out, what
+    assert len(argv(calls, "functions", "deploy", f"{P}-webhook")) == 4
+    assert len(argv(calls, "functions", "deploy", f"{P}-storage")) == 3
+    assert len(argv(calls, "scheduler", "jobs", "run")) == 3
+    assert "All 11 checks passed." in out
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "waiting_for"),
+    [
+        ("http", SECRET_DENIED, "the secret access granted"),
+        ("trigger", EVENTARC_DENIED, "the Eventarc service agent's permissions"),
+        ("scheduler", None, f"the invoker role on {P}-recover"),
+    ],
+)
+def test_a_delay_that_never_ends_stops_with_the_command_to_rerun(
+    gcloud, deployed, kind, message, waiting_for
+):
+    gcloud.state = copy.deepcopy(deployed["state"])
+    gcloud.fault(kind, 1000, *([message] if message else []))
+    done, calls = gcloud(
+        "--bucket", "acme-recordings", "--rotate-webhook-secret", env={"DEPLOY_RETRY_ATTEMPTS": "3"}
+    )
+    assert done.returncode != 0
+    assert f"gave up waiting for {waiting_for}" in done.stderr
+    assert "after 3 attempts" in done.stderr
+    rerun = done.stderr.strip().splitlines()[-1].strip()
+    assert rerun == f"./deploy.sh --project {PROJECT} --bucket acme-recordings", (
+        "the rotation is not repeated"
+    )
+    tried = {
+        "http": argv(calls, "functions", "deploy", f"{P}-webhook"),
+        "trigger": argv(calls, "functions", "deploy", f"{P}-storage"),
+        "scheduler": argv(calls, "scheduler", "jobs", "run"),
+    }[kind]
+    assert len(tried) == 3
+
+
+def test_an_error_that_is_not_propagation_fails_at_once(gcloud):
+    gcloud.fault(
+        "http",
+        1,
+        "ERROR: (gcloud.functions.deploy) OperationError: code=3, message=Build failed: main.py does not parse",
+    )
+    done, calls = gcloud()
+    assert done.returncode != 0
+    assert "this failed (see the error above)" in done.stderr
+    assert "Build failed: main.py does not parse" in done.stderr
+    assert len(argv(calls, "functions", "deploy")) == 1
+
+
+# --- verify -------------------------------------------------------------------------------------------
+
+CHECKS = {
+    "webhook answers 401 to a wrong secret": lambda s: s["broken"].append(
+        "webhook-accepts-any-secret"
+    ),
+    "webhook answers 405 to a GET": lambda s: s["broken"].append("webhook-allows-get"),
+    "submit answers 400 to an empty body with an identity token": lambda s: s["broken"].append(
+        "submit-misconfigured"
+    ),
+    "submit answers 403 without an identity token": lambda s: s["functions"][f"{P}-submit"].update(
+        public=True
+    ),
+    f"scheduler job {P}-recover exists": lambda s: s["jobs"].clear(),
+    "scheduler job's last run succeeded": lambda s: s["jobs"][f"{P}-recover"].update(code="7"),
+    f"function {P}-regenerate is ACTIVE": lambda s: s["functions"][f"{P}-regenerate"].update(
+        state="FAILED"
+    ),
+}
+
+
+def test_verify_on_its_own_passes_each_check_and_changes_nothing(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
+    done, calls = gcloud("--verify", "--bucket", "acme-recordings", key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for check in CHECKS:
+        assert f"  ok    {check}" in done.stdout
+    assert not [c for c in calls if any(w in MUTATING for w in c["argv"][:4])]
+    assert gcloud.state == deployed["state"]
+    # The identity token reaches curl on stdin, never on its command line.
+    with_token = [c for c in gcloud.curl_calls if any("Bearer" in h for h in c["headers"])]
+    assert len(with_token) == 1 and not any(
+        "fake-identity-token" in a for a in with_token[0]["argv"]
+    )
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_verify_fails_each_check_when_its_condition_is_broken(gcloud, deployed, check):
+    state = copy.deepcopy(deployed["state"])
+    CHECKS[check](state)
+    gcloud.state = state
+    done, _ = gcloud("--verify", "--bucket", "acme-recordings", key=None)
+    assert done.returncode != 0
+    failed = [line for line in done.stdout.splitlines() if line.startswith("  FAIL")]
+    expected = [check] + (["scheduler job's last run succeeded"] if "exists" in check else [])
+    assert [line[8:].split(":")[0] for line in failed] == expected
+    assert "checks failed" in done.stderr
+
+
+# --- delete -------------------------------------------------------------------------------------------
+
+
+def test_delete_after_deploy_leaves_nothing_deploy_created(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
+    done, calls = gcloud("--delete", "--yes", key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = gcloud.state
+    assert state["functions"] == {} and state["jobs"] == {} and state["secrets"] == {}
+    assert state["sas"] == {}
+    left = all_bindings(state)
+    assert left == {
+        (GCS_AGENT, "project", "", "roles/pubsub.publisher"),
+        (EVENTARC_AGENT, "project", "", "roles/eventarc.serviceAgent"),
+    }, "only Google's service agents keep their roles (said in the output)"
+    assert state["db"] is not None, "the Firestore data stays"
+    assert "does NOT delete the Firestore data" in done.stdout
+    assert "ALL ITS DATA" in done.stdout and "roles/eventarc.serviceAgent" in done.stdout
+    # It found the bucket from the storage trigger itself.
+    assert argv(calls, "storage", "buckets", "remove-iam-policy-binding", "gs://acme-recordings")
+
+    done, _ = gcloud("--delete", "--yes", key=None)
+    assert done.returncode == 0, "deleting again finds nothing to do: " + done.stderr
+
+
+def test_delete_asks_first_and_does_nothing_without_an_answer(gcloud, deployed):
+    gcloud.state = copy.deepcopy(deployed["state"])
+    done, calls = gcloud("--delete", key=None)
+    assert done.returncode != 0 and "--yes" in done.stderr
+    assert not [c for c in calls if any(w in MUTATING for w in c["argv"][:4])]
+    assert gcloud.state == deployed["state"]
+
+
+def test_delete_dry_run_prints_the_plan(gcloud):
+    done, calls = gcloud("--delete", "--dry-run", "--bucket", "b-1", key=None)
+    assert done.returncode == 0, done.stderr
+    assert calls == []
+    plan = [line for line in done.stdout.splitlines() if line.startswith("+ gcloud")]
+    assert any(f"functions delete {P}-webhook" in line for line in plan)
+    assert any(f"iam service-accounts delete {sa('webhook')}" in line for line in plan)
+
+
+# --- inputs ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model", ["claude,LLM_GATEWAY_BASE_URL=https://evil.test", "a,b", "model=x", "x y", ""]
+)
+def test_an_llm_model_that_could_inject_settings_is_refused(gcloud, model):
+    done, calls = gcloud("--llm-model", model)
+    assert done.returncode != 0 and "--llm-model" in done.stderr
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--notify-url", "http://hooks.acme.test/"), "--notify-url"),
+        (("--notify-url", "https://user:pw@hooks.acme.test/"), "--notify-url"),
+        (("--audio-prefix", "a|b"), "--audio-prefix"),
+        (("--audio-prefix", "a\nb"), "--audio-prefix"),
+        (("--bucket", "gs://b"), "--bucket"),
+        (("--region", "us-central1 --x"), "--region"),
+        (("--name-prefix", "a-very-long-name-prefix"), "--name-prefix"),
+        (("--collection", "a/b"), "--collection"),
+        (("--project", "Bad_Project"), "--project"),
+    ],
+)
+def test_every_input_reaching_gcloud_is_validated(gcloud, args, complaint):
+    done, calls = gcloud(*args)
+    assert done.returncode != 0 and complaint in done.stderr
+    assert calls == []
+
+
+def test_commas_in_a_prefix_survive_as_one_value(gcloud):
+    done, calls = gcloud("--bucket", "acme-recordings", "--audio-prefix", "calls/a,b=c/")
+    assert done.returncode == 0, done.stderr
+    raw = flag(deploys(calls)[f"{P}-storage"], "set-env-vars")
+    assert raw.startswith("^|^")
+    env = parse_dict(raw)
+    assert env["AUDIO_PREFIX"] == "calls/a,b=c/" and "b" not in env
+
+
+# --- the rest ------------------------------------------------------------------------------------------
 
 
 def test_dry_run_runs_nothing_and_prints_the_plan(gcloud):
-    done, calls = gcloud("--dry-run", "--bucket", "b")
+    done, calls = gcloud("--dry-run", "--bucket", "b-1")
     assert done.returncode == 0, done.stderr
     assert calls == []
     plan = [line for line in done.stdout.splitlines() if line.startswith("+ gcloud")]
     assert plan[0].startswith("+ gcloud services enable")
-    assert any("functions deploy meeting-actions-webhook" in line for line in plan)
+    assert any(f"functions deploy {P}-webhook" in line for line in plan)
+    assert any(f"functions deploy {P}-regenerate" in line for line in plan)
     assert API_KEY not in done.stdout
+    for line in plan:
+        shlex.split(line.split(" < (")[0])  # every printed command can be pasted back
 
 
 def test_missing_project_stops_before_any_command(gcloud):
@@ -240,10 +1135,62 @@ def test_help_documents_every_flag(gcloud):
     done, calls = gcloud("--help")
     assert done.returncode == 0 and calls == []
     script = (ROOT / "deploy.sh").read_text()
-    import re
+    for option in set(re.findall(r"^    (--[a-z-]+)\)", script, re.M)):
+        assert option in done.stdout, option
 
-    for flag in set(re.findall(r"^    (--[a-z-]+)\)", script, re.M)):
-        assert flag in done.stdout, flag
+
+def gcloud_commands_printed(text: str) -> list[list[str]]:
+    """The gcloud commands deploy.sh prints for a person to run."""
+    found = [shlex.split(m) for m in re.findall(r"\$\(gcloud ([^)]*)\)", text)]
+    for line in text.splitlines():
+        line = line.strip().removeprefix("+ ").split(" < (")[0]
+        if line.startswith("gcloud "):
+            found.append(shlex.split(line)[1:])
+    return found
+
+
+def test_every_gcloud_command_and_flag_used_is_in_the_578_help_pages(gcloud, deployed):
+    if not REFERENCE.is_dir():
+        pytest.skip(f"{REFERENCE} is not here")
+    used = [c["argv"] for c in deployed["calls"]] + gcloud_commands_printed(deployed["stdout"])
+    gcloud.state = copy.deepcopy(deployed["state"])
+    gcloud.edit(legacy_layout)
+    for args in (
+        ("--bucket", "acme-recordings", "--rotate-webhook-secret", "--public-submit"),
+        ("--verify", "--bucket", "acme-recordings", "--public-submit"),
+        ("--delete", "--yes"),
+    ):
+        done, calls = gcloud(*args, key=None)
+        assert done.returncode == 0, done.stdout + done.stderr
+        used += [c["argv"] for c in calls] + gcloud_commands_printed(done.stdout)
+    assert len(used) > 100
+    seen = set()
+    for args in used:
+        words = [a for a in args if not a.startswith("--")]
+        pages = [n for n in range(1, 5) if (REFERENCE / ("_".join(words[:n]) + ".txt")).exists()]
+        assert pages, f"no help page for gcloud {' '.join(args)}"
+        page = REFERENCE / ("_".join(words[: max(pages)]) + ".txt")
+        text = page.read_text()
+        for a in args:
+            if not a.startswith("--"):
+                continue
+            name = a[2:].split("=", 1)[0]
+            forms = [rf"--{re.escape(name)}(?![\w-])"]
+            if name.startswith("no-"):
+                forms.append(rf"--\[no-\]{re.escape(name[3:])}(?![\w-])")
+            assert any(re.search(f, text) for f in forms), f"--{name} is not in {page.name}"
+            seen.add((page.name, name))
+    assert ("functions_deploy.txt", "build-service-account") in seen
+
+
+def test_readme_deploy_section_names_every_identity():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy\n") :].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    for email in ROLES:
+        assert any(f"`{email.split('@')[0]}`" in row for row in table), email
+    for text in ("--verify", "--delete", "--rotate-webhook-secret", "--build-service-account"):
+        assert text in section, text
 
 
 def test_script_is_valid_bash_and_shellcheck_clean():
