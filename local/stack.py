@@ -9,6 +9,7 @@ file under the stack's directory for post-mortems.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -75,7 +76,13 @@ class Process:
             raise
         return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    # gunicorn (functions-framework, the stand-in) waits for open keep-alive
+    # connections on SIGTERM; SIGQUIT is its quick shutdown. Tests need the
+    # process gone, not a graceful drain (kill() is the crash).
+    quick_stop = signal.SIGTERM
+
+    def stop(self, sig: int | None = None) -> None:
+        sig = sig or self.quick_stop
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -125,9 +132,16 @@ class Stack:
         return env
 
     def _spawn(
-        self, name: str, args: list[str], env: dict[str, str], port: int, timeout: float = 30
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        timeout: float = 30,
+        quick_stop: int = signal.SIGTERM,
     ) -> Process:
         proc = Process(name, args, env, self.log_dir, port)
+        proc.quick_stop = quick_stop
         self.processes.append(proc)
         return proc.start(timeout)
 
@@ -169,7 +183,7 @@ class Stack:
             self.api_key,
             *options,
         ]
-        self.standin = self._spawn("assemblyai-standin", args, env, port)
+        self.standin = self._spawn("assemblyai-standin", args, env, port, quick_stop=signal.SIGQUIT)
         return self.standin
 
     def upload_sample(self, name: str = "weekly-sync") -> str:
@@ -222,15 +236,16 @@ class Stack:
         ]
         if signature_type:
             args += ["--signature-type", signature_type]
-        return self._spawn(name or target, args, env, port)
+        return self._spawn(name or target, args, env, port, quick_stop=signal.SIGQUIT)
 
     def restart(self, proc: Process) -> Process:
         proc.stop()
         return proc.start()
 
     def close(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
+        """Stop every process, all at once: each is told, then each is waited for."""
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(self.processes))) as pool:
+            list(pool.map(lambda p: p.stop(), reversed(self.processes)))
         self.processes.clear()
 
     def __enter__(self) -> Stack:

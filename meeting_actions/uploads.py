@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import functools
 import os
+import re
 import time
 from typing import Any
 
@@ -55,6 +56,8 @@ AUDIO_EXTENSIONS = frozenset(
         "wmv",
     ]
 )
+# Cloud Storage's bucket naming rules (3-222 characters, dots for domain names).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format")
 # Custom metadata that marks an object as not a meeting (for example one a
@@ -102,6 +105,8 @@ def parse(data: Any) -> StorageObject:
     bucket, name = data.get("bucket"), data.get("name")
     if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
         raise ValueError("event data has no bucket or object name")
+    if not _BUCKET.match(bucket):
+        raise ValueError("event data has no valid bucket name")
     generation = data.get("generation")
     if (
         isinstance(generation, bool)
@@ -381,6 +386,8 @@ def _classify(exc: Exception) -> Failure:
         return exc.failure()
     if isinstance(exc, exceptions.NotFound):
         return Failure(Kind.PERMANENT, "the object no longer exists")
+    if isinstance(exc, ValueError | TypeError):  # what the event names cannot be fetched
+        return Failure(Kind.PERMANENT, f"the object cannot be read: {_text(exc)}")
     if isinstance(exc, exceptions.Forbidden | exceptions.Unauthorized):
         return Failure(Kind.OPERATOR, f"Cloud Storage refused access ({_text(exc)}): grant the "
                        "function's service account roles/storage.objectViewer on the bucket")  # fmt: skip

@@ -311,8 +311,8 @@ def test_a_crash_on_one_meeting_does_not_stop_the_sweep(product):
 
 def storage_event(name: str = "meetings/standup.mp3", generation: str = "17") -> CloudEvent:
     return CloudEvent(
-        {"type": uploads.EVENT_TYPE, "source": "//storage.googleapis.com/projects/_/buckets/b"},
-        {"bucket": "b", "name": name, "generation": generation, "size": "1000",
+        {"type": uploads.EVENT_TYPE, "source": "//storage.googleapis.com/projects/_/buckets/team-recordings"},
+        {"bucket": "team-recordings", "name": name, "generation": generation, "size": "1000",
          "contentType": "audio/mpeg", "timeCreated": record.now().isoformat()},
     )  # fmt: skip
 
@@ -360,7 +360,7 @@ def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(prod
         headers={"X-Webhook-Secret": SECRET},
     )  # fmt: skip
     assert answer_.status_code == 200
-    assert product.doc(tid)["source"]["uri"] == "gs://b/meetings/standup.mp3"
+    assert product.doc(tid)["source"]["uri"] == "gs://team-recordings/meetings/standup.mp3"
     upload = product.store.doc("meetings-uploads", key)
     assert upload["status"] == "submitted" and upload["transcript_id"] == tid
     assert fn.post("/", headers=headers, data=body).status_code == 200
