@@ -66,11 +66,19 @@ class Kind(enum.StrEnum):
 class Failure(Exception):
     """A classified failure: what happened, in words a person can act on."""
 
-    def __init__(self, kind: Kind, message: str, retry_after: float | None = None):
+    def __init__(
+        self,
+        kind: Kind,
+        message: str,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+    ):
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+        # A transient failure that only says "not so fast": it waits, it never counts.
+        self.rate_limited = rate_limited
 
 
 # --- results handed to the entry points --------------------------------------
@@ -129,7 +137,7 @@ OPERATOR_STATUSES = frozenset({401, 402, 403})
 def from_api_status(status: int | None, message: str, retry_after: float | None = None) -> Failure:
     """An AssemblyAI or gateway failure, classified."""
     if status is None or status in TRANSIENT_STATUSES or status >= 500:
-        return Failure(Kind.TRANSIENT, message, retry_after)
+        return Failure(Kind.TRANSIENT, message, retry_after, rate_limited=status == 429)
     if status in OPERATOR_STATUSES:
         return Failure(
             Kind.OPERATOR,

@@ -543,9 +543,9 @@ def _gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) ->
     tid = held.doc_id
     failure = exc.failure()
     message = f"LLM Gateway: {failure.message}"
-    if exc.status == 429:
+    if failure.rate_limited:
         logs.warning("the LLM Gateway is rate limiting, will try later", tid)
-        wait = min(max(exc.retry_after or lifecycle.RETRY_AFTER, 1), 300)
+        wait = min(max(failure.retry_after or lifecycle.RETRY_AFTER, 1), 300)
         held.release(message, not_before=_later(wait))
         return Busy("the LLM Gateway is rate limiting, try again later", wait, transcript_id=tid,
                     rate_limited=True)  # fmt: skip
