@@ -351,14 +351,27 @@ def complete(
         return claimed
     logs.info("claimed the meeting", tid, attempt=claimed.state.get("attempts"))
     _resolve_upload(cfg, claimed.data.get("source"), tid)
+    return _holding(cfg, claimed, read["transcript"], hints, deadline, started)
+
+
+def _holding(
+    cfg: Config,
+    held: lease.Lease,
+    transcript: dict[str, Any] | None,
+    hints: Hints,
+    deadline: float,
+    started: float,
+) -> Result:
+    """Generate while holding the claim: a crash gives it back, a result is
+    notified. Shared by deliveries, the sweep and regenerations."""
     try:
-        result = _generate(cfg, claimed, read["transcript"], hints, deadline, started)
+        result = _generate(cfg, held, transcript, hints, deadline, started)
     except record.Unavailable:
         raise  # Firestore is away: the guard answers "later", the lease expires
     except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
-        return _crashed(cfg, claimed, exc)
-    if isinstance(result, Done) and claimed.data.get("notify_url"):
-        _notify_now(cfg, tid, deadline)
+        return _crashed(cfg, held, exc)
+    if isinstance(result, Done) and held.data.get("notify_url"):
+        _notify_now(cfg, held.doc_id, deadline)
     return result
 
 
@@ -687,15 +700,7 @@ def regenerate(cfg: Config, transcript_id: str, deadline: float) -> Result:
     if not isinstance(claimed, lease.Lease):
         return claimed
     logs.info("regenerating the action items", tid)
-    try:
-        result = _generate(cfg, claimed, None, Hints(), deadline, started)
-    except record.Unavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
-        return _crashed(cfg, claimed, exc)
-    if isinstance(result, Done) and claimed.data.get("notify_url"):
-        _notify_now(cfg, tid, deadline)
-    return result
+    return _holding(cfg, claimed, None, Hints(), deadline, started)
 
 
 def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:

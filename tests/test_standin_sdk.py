@@ -23,6 +23,7 @@ from assemblyai.llm_gateway.v1 import models as gateway_models
 from conftest import SAMPLES
 
 from local.assemblyai_standin import spec
+from meeting_actions import action_items
 
 SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.json"))
 TRUTH = [
@@ -286,56 +287,9 @@ def test_chat_answer_follows_the_spec_and_the_sdk(sdk, stack):
 
 # --- the rules against the ground truth ----------------------------------------
 
-# The item schema the product is moving to (issue 11).
-ITEM_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "owner": {"type": ["string", "null"]},
-                    "owner_source": {
-                        "type": ["string", "null"],
-                        "enum": ["spoken", "speaker", "inferred", None],
-                    },
-                    "said_by": {"type": ["string", "null"]},
-                    "said_at": {"type": ["integer", "null"]},
-                    "quote": {"type": ["string", "null"]},
-                    "due": {"type": ["string", "null"]},
-                },
-                "required": ["text", "owner", "owner_source", "said_by", "said_at", "quote", "due"],
-                "additionalProperties": False,
-            },
-        },
-        "formatted": {"type": "string"},
-    },
-    "required": ["action_items", "formatted"],
-    "additionalProperties": False,
-}
-OLD_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "action_items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "owner": {"type": ["string", "null"]},
-                    "due": {"type": ["string", "null"]},
-                },
-                "required": ["text", "owner", "due"],
-                "additionalProperties": False,
-            },
-        },
-        "formatted": {"type": "string"},
-    },
-    "required": ["action_items", "formatted"],
-    "additionalProperties": False,
-}
+# The product's own schemas: with moments (issue 11), and without them.
+ITEM_SCHEMA = action_items.MOMENTS_SCHEMA
+OLD_SCHEMA = action_items.SCHEMA
 
 
 def stamp(ms: int) -> str:
