@@ -181,17 +181,13 @@ def main() -> int:
                 return 1
             accepted = answer.json()
             code = show(db, accepted["document"], timeout)
-            if not wait_for(lambda: len(received) >= 1, 30):
-                print("no notification arrived")
-                return 1
+            local_stack.wait_until(lambda: received, 30, "the notification")
             print_notification(received[0])
             if real:
                 return code
             print("\nIn the Firestore console, a person sets regenerate: true on the document:")
             db.document(accepted["document"]).update({"regenerate": True})
-            if not wait_for(lambda: len(received) >= 2, 60):
-                print("no second notification arrived")
-                return 1
+            local_stack.wait_until(lambda: len(received) >= 2, 60, "the second notification")
             print_notification(received[1])
             doc = db.document(accepted["document"]).get().to_dict()
             print(f"  regenerate: {doc.get('regenerate')}, result_version: "
@@ -207,16 +203,6 @@ def sample_speakers(sample: str) -> list[str]:
     path = SAMPLES / f"{sample}.json"
     names = json.loads(path.read_text()).get("speakers") if path.exists() else None
     return sorted(set(names.values())) if isinstance(names, dict) else []
-
-
-def wait_for(condition, timeout: float) -> bool:
-    """Wait on a local condition the receiver's thread makes true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def print_notification(entry: dict) -> None:

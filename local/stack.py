@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -45,6 +45,19 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
             return
         time.sleep(0.005)
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
+) -> object:
+    """Poll a cheap local condition (never an upstream API) until true; its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Process:

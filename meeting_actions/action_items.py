@@ -56,27 +56,34 @@ List the meeting's action items.
 - "formatted": the same items as readable text, written as {answer_format}.
 If there are no action items, return an empty list and say so in "formatted"."""
 
-SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
+
+def _answer_schema(item: dict[str, Any], formatted: bool) -> dict[str, Any]:
+    """A strict answer schema: a list of items with exactly these properties,
+    and with `formatted`, the readable list too."""
+    properties: dict[str, Any] = {
         "action_items": {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {
-                    "text": {"type": "string"},
-                    "owner": {"type": ["string", "null"]},
-                    "due": {"type": ["string", "null"]},
-                },
-                "required": ["text", "owner", "due"],
+                "properties": item,
+                "required": list(item),
                 "additionalProperties": False,
             },
         },
-        "formatted": {"type": "string"},
-    },
-    "required": ["action_items", "formatted"],
-    "additionalProperties": False,
-}
+    }
+    if formatted:
+        properties["formatted"] = {"type": "string"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+_TEXT = {"type": "string"}
+_OPTIONAL_TEXT = {"type": ["string", "null"]}
+SCHEMA = _answer_schema({"text": _TEXT, "owner": _OPTIONAL_TEXT, "due": _OPTIONAL_TEXT}, True)
 
 
 # The utterance prompt. Its lines are `[MM:SS] Name: text` (`[H:MM:SS]`
@@ -105,31 +112,19 @@ LABELS_NOTE = (
 
 OWNER_SOURCES = ("spoken", "speaker", "inferred")
 
-MOMENTS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "action_items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                # The evidence first: the model grounds each item in a line.
-                "properties": {
-                    "quote": {"type": "string"},
-                    "said_at": {"type": ["integer", "null"]},
-                    "said_by": {"type": ["string", "null"]},
-                    "text": {"type": "string"},
-                    "owner": {"type": ["string", "null"]},
-                    "owner_source": {"type": ["string", "null"], "enum": [*OWNER_SOURCES, None]},
-                    "due": {"type": ["string", "null"]},
-                },
-                "required": ["quote", "said_at", "said_by", "text", "owner", "owner_source", "due"],
-                "additionalProperties": False,
-            },
-        },
+# The evidence first: the model grounds each item in a line.
+MOMENTS_SCHEMA = _answer_schema(
+    {
+        "quote": _TEXT,
+        "said_at": {"type": ["integer", "null"]},
+        "said_by": _OPTIONAL_TEXT,
+        "text": _TEXT,
+        "owner": _OPTIONAL_TEXT,
+        "owner_source": {"type": ["string", "null"], "enum": [*OWNER_SOURCES, None]},
+        "due": _OPTIONAL_TEXT,
     },
-    "required": ["action_items"],
-    "additionalProperties": False,
-}
+    formatted=False,
+)
 
 
 def request_body(

@@ -65,13 +65,13 @@ class Lease:
         """Record progress while holding the claim (it stays ours)."""
         return self._write(dict(fields), "record progress", record.QUICK)
 
-    def finish(self, fields: dict[str, Any], patient: bool = True) -> bool:
+    def finish(self, fields: dict[str, Any]) -> bool:
         """Write the result, if the claim is still ours; False if it is not."""
         state = {**self.state, "lease_expires_at": None, "finished_at": record.now()}
         state.pop("not_before", None)
         own = fields.get(self.field) or {}
         fields = {"sweep_at": None, **fields, self.field: {**state, **own}}
-        return self._write(fields, "finish", record.PATIENT if patient else record.QUICK)
+        return self._write(fields, "finish", record.PATIENT)
 
     def _write(self, fields: dict[str, Any], what: str, retry: dict[str, Any]) -> bool:
         stamped = {**fields, "updated_at": record.SERVER_TIMESTAMP}

@@ -350,7 +350,6 @@ def complete(
             return Refused("no such meeting", by="unknown")
         return claimed
     logs.info("claimed the meeting", tid, attempt=claimed.state.get("attempts"))
-    _resolve_upload(cfg, claimed.data.get("source"), tid)
     return _holding(cfg, claimed, read["transcript"], hints, deadline, started)
 
 
@@ -370,6 +369,9 @@ def _holding(
         raise  # Firestore is away: the guard answers "later", the lease expires
     except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
         return _crashed(cfg, held, exc)
+    if isinstance(result, Done) and held.data.get("result_version") == 1:
+        # Once per meeting, at its first result (not on every claim).
+        _resolve_upload(cfg, held.data.get("source"), held.doc_id)
     if isinstance(result, Done) and held.data.get("notify_url"):
         _notify_now(cfg, held.doc_id, deadline)
     return result
@@ -723,12 +725,12 @@ def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:
 
 
 @firestore_guard
-def check_queued(cfg: Config, transcript_id: str, deadline: float) -> Result:
-    """A queued meeting whose deliveries never came: ask AssemblyAI once."""
+def check_queued(
+    cfg: Config, transcript_id: str, data: dict[str, Any], version: Any, deadline: float
+) -> Result:
+    """A queued meeting whose deliveries never came (its document and
+    version as the sweep's query read them): ask AssemblyAI once."""
     tid = transcript_id
-    data, version = record.read(cfg, tid)
-    if not data or data.get("status") != lifecycle.QUEUED:
-        return Done(str((data or {}).get("status")), tid)
     try:
         transcript = _read_transcript(cfg, tid)
     except Failure as failure:
@@ -778,14 +780,14 @@ def sweep(cfg: Config, deadline: float | None = None) -> Result:
     queue = list(due)
     waited = 0.0
     while queue:
-        tid, data = queue[0]
+        tid, data, version = queue[0]
         if sum(1 for r in results.values() if r != "rate_limited") >= cfg.recovery_batch:
             stopped = "batch"
             break
         if time.monotonic() + needed > deadline:
             stopped = "deadline"
             break
-        result = _sweep_one(cfg, tid, data, deadline)
+        result = _sweep_one(cfg, tid, data, version, deadline)
         results[tid] = _name(result) if result is not None else "nothing to do"
         if isinstance(result, Busy) and result.rate_limited:
             wait = result.retry_after
@@ -809,18 +811,20 @@ def sweep(cfg: Config, deadline: float | None = None) -> Result:
                                  "results": results})  # fmt: skip
 
 
-def _sweep_one(cfg: Config, tid: str, data: dict[str, Any], deadline: float) -> Result | None:
+def _sweep_one(
+    cfg: Config, tid: str, data: dict[str, Any], version: Any, deadline: float
+) -> Result | None:
     """One due meeting; a crash is logged and kept to this meeting."""
     status = data.get("status")
     try:
         if status == lifecycle.QUEUED:
-            return check_queued(cfg, tid, deadline)
+            return check_queued(cfg, tid, data, version, deadline)
         if status == lifecycle.GENERATING:
             return complete(cfg, tid, Hints(), deadline)
         if notify.is_due(data):
             return Done(f"notification_{notify.deliver(cfg, tid)}", tid)
         if (data.get("notification") or {}).get("status") not in ("pending", "sending"):
-            _reschedule(cfg, tid, {"sweep_at": None}, None)  # final, nothing pending
+            _reschedule(cfg, tid, {"sweep_at": None}, version)  # final, nothing pending
         return None
     except Exception:  # noqa: BLE001 - one bad meeting must not stop the run
         logs.error("the sweep could not handle a meeting", tid,

@@ -64,7 +64,7 @@ class Store(Protocol):
 
     def due(
         self, collection: str, field: str, at: dt.datetime, limit: int
-    ) -> list[tuple[str, dict[str, Any]]]: ...
+    ) -> list[tuple[str, dict[str, Any], Any]]: ...
 
 
 class FirestoreStore:
@@ -100,7 +100,7 @@ class FirestoreStore:
 
     def due(
         self, collection: str, field: str, at: dt.datetime, limit: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[tuple[str, dict[str, Any], Any]]:
         # A range and an order on one single field: served by Firestore's
         # automatic single-field index, so no composite index is needed.
         query = (
@@ -109,7 +109,7 @@ class FirestoreStore:
             .order_by(field)
             .limit(limit)
         )
-        return [(snap.id, snap.to_dict()) for snap in query.stream(**QUICK)]
+        return [(snap.id, snap.to_dict(), snap.update_time) for snap in query.stream(**QUICK)]
 
 
 _store: Store | None = None
@@ -173,8 +173,9 @@ def update(
     return store().update(cfg.collection, transcript_id, stamped, if_unchanged_since, **retry)
 
 
-def due(cfg: Config, at: dt.datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
-    """Meetings whose `sweep_at` has passed, oldest first (see lifecycle.py)."""
+def due(cfg: Config, at: dt.datetime, limit: int) -> list[tuple[str, dict[str, Any], Any]]:
+    """Meetings whose `sweep_at` has passed, oldest first, with their versions
+    (see lifecycle.py)."""
     return store().due(cfg.collection, "sweep_at", at, limit)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,17 +135,7 @@ def wait_for_document(db, path: str, statuses=("completed", "error"), timeout: f
     return dict(latest)
 
 
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 30, what: str = "condition"
-) -> object:
-    """Poll a cheap local condition (never an upstream API) until true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+wait_until = local_stack.wait_until
 
 
 def process_logs(stack: local_stack.Stack) -> str:

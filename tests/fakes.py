@@ -85,12 +85,12 @@ class MemoryStore:
 
     def due(
         self, collection: str, field: str, at: dt.datetime, limit: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[tuple[str, dict[str, Any], Any]]:
         self._check("query", collection, "", None)
         with self.lock:
             found = [
-                (doc_id, copy.deepcopy(data))
-                for (coll, doc_id), (data, _) in self.docs.items()
+                (doc_id, copy.deepcopy(data), version)
+                for (coll, doc_id), (data, version) in self.docs.items()
                 if coll == collection
                 and isinstance(data.get(field), dt.datetime)
                 and data[field] <= at

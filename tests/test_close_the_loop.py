@@ -20,7 +20,7 @@ from fakes import GOOD_CONTENT, answer
 from test_lifecycle import Product, product  # noqa: F401 - the fixture
 
 from local import eventarc
-from meeting_actions import lifecycle, notify, record
+from meeting_actions import assemblyai, lifecycle, notify, record
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -28,7 +28,7 @@ SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 class Receiver:
     """A caller's endpoint: verifies each notification, answers as told."""
 
-    def __init__(self, answers: list[int] | None = None):
+    def __init__(self, answers: list[int] | None = None, port: int = 0):
         self.answers = list(answers or [])
         self.received: list[dict] = []
         self.verified = 0
@@ -48,7 +48,7 @@ class Receiver:
             def log_message(self, *_args) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -125,13 +125,7 @@ def test_a_receiver_down_longer_than_the_request_gets_the_result_from_the_sweep(
     tid = notified_meeting(loop, url)
     assert loop.deliver(tid).status_code == 200
     assert loop.doc(tid)["notification"]["status"] == "pending"
-    port = int(url.split(":")[2].split("/")[0])
-    back = Receiver()
-    back.server.server_close()
-    back.server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", port), back.server.RequestHandlerClass
-    )
-    threading.Thread(target=back.server.serve_forever, daemon=True).start()
+    back = Receiver(port=int(url.split(":")[2].split("/")[0]))  # the same address, up again
     try:
         make_due(loop, tid)
         loop.sweep()
@@ -178,7 +172,7 @@ def test_a_notify_url_to_a_private_address_is_refused_in_production(product, mon
 # --- regeneration -------------------------------------------------------------------
 
 
-def regenerate_event(loop: Product, tid: str, old: dict, new: dict):
+def regenerate_event(tid: str, old: dict, new: dict):
     at = record.now()
     name = eventarc.document_name("demo", "(default)", "meetings", tid)
     return eventarc.updated_event(
@@ -191,7 +185,7 @@ def ask_to_regenerate(loop: Product, tid: str, **changes) -> tuple[dict, bytes]:
     """What a person does in the console: set regenerate: true (and maybe more)."""
     old = loop.doc(tid)
     loop.store.set_field("meetings", tid, regenerate=True, **changes)
-    return regenerate_event(loop, tid, old, loop.doc(tid))
+    return regenerate_event(tid, old, loop.doc(tid))
 
 
 def completed_meeting(loop: Product, url: str | None = None) -> str:
@@ -230,13 +224,13 @@ def test_the_functions_own_writes_trigger_nothing(loop):
     before = loop.doc(tid)
     assert loop.deliver(tid).status_code == 200  # claim, then final write
     after = loop.doc(tid)
-    headers, body = regenerate_event(loop, tid, before, after)
+    headers, body = regenerate_event(tid, before, after)
     assert fn.post("/", headers=headers, data=body).status_code == 200
     headers, body = ask_to_regenerate(loop, tid)
     fn.post("/", headers=headers, data=body)
     # The regeneration's own writes (the claim clears the flag, the result) as events:
     cleared = loop.doc(tid)
-    headers, body = regenerate_event(loop, tid, {**cleared, "regenerate": True}, cleared)
+    headers, body = regenerate_event(tid, {**cleared, "regenerate": True}, cleared)
     fn.post("/", headers=headers, data=body)
     assert loop.aai.gateway_calls[tid] == 2
 
@@ -258,9 +252,8 @@ def test_a_regeneration_while_the_meeting_is_generating_is_refused(loop):
 def test_a_meeting_that_failed_at_the_gateway_can_be_regenerated(loop):
     fn = loop.client("regenerate_action_items", "cloudevent")
     tid = loop.queued_meeting()
-    loop.aai.gateway = lambda _: (_ for _ in ()).throw(
-        __import__("meeting_actions").assemblyai.ApiError("400 bad request", 400)
-    )
+    refused = assemblyai.ApiError("400 bad request", 400)
+    loop.aai.gateway = lambda _: (_ for _ in ()).throw(refused)
     assert loop.deliver(tid).status_code == 200
     assert loop.doc(tid)["status"] == lifecycle.ERROR
     loop.aai.gateway = lambda _: answer(GOOD_CONTENT)

@@ -42,7 +42,16 @@ def test_notification_then_regeneration_from_the_console(stack, make_functions, 
         wait_until(lambda: len(received) == 2, 30, "the notification of the regenerated result")
         second = received[1]
         assert second["payload"]["version"] == 2 and second["id"] != first["id"]
-        doc = db.document(f"loop/{tid}").get().to_dict()
+        # The receiver's 200 comes before the function records it: wait for the record.
+        doc = wait_until(
+            lambda: (
+                (d := db.document(f"loop/{tid}").get().to_dict())["notification"]["status"]
+                != "sending"
+                and d
+            ),
+            10,
+            "the delivery to be recorded",
+        )
         assert doc["regenerate"] is False and len(doc["history"]) == 1
         assert doc["notification"]["status"] == "delivered"
 
