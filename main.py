@@ -1,4 +1,4 @@
-"""Cloud Functions entry points: parse the request, call the pipeline, map
+"""Cloud Functions entry points: parse the request, call the flow, map
 the outcome to an HTTP answer. The logic lives in the meeting_actions
 package beside this file.
 """
@@ -16,7 +16,18 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from meeting_actions import config, inputs, logs, pipeline, regenerate, uploads
+from meeting_actions import (
+    config,
+    hints,
+    inputs,
+    lifecycle,
+    logs,
+    regenerate,
+    submit,
+    sweep,
+    transcript_ready,
+    uploads,
+)
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
 from meeting_actions.lifecycle import Busy, Done, Refused, Result
 
@@ -65,7 +76,7 @@ def submit_transcription(request: flask.Request) -> flask.Response:
     """POST {"audio_url": ...}: start turning a recording into action items."""
     cfg = config.get()
     body = inputs.read_json(request, cfg.max_body_bytes)
-    result = pipeline.submit(cfg, inputs.submission(body, cfg.notify_allow_local))
+    result = submit.submit(cfg, inputs.submission(body, cfg.notify_allow_local))
     if isinstance(result, Done):
         return _json(
             {"transcript_id": result.transcript_id, "status": result.status,
@@ -108,9 +119,10 @@ def assemblyai_webhook(request: flask.Request) -> flask.Response:
         logs.warning("refused a webhook call without the right secret header")
         raise inputs.InvalidRequest(f"missing or wrong {WEBHOOK_SECRET_HEADER} header", 401)
     event = inputs.webhook_event(inputs.read_json(request, cfg.max_body_bytes))
-    hints = pipeline.hints_from_query(request.args)
     return _webhook_answer(
-        pipeline.on_webhook(cfg, event, hints, pipeline.deadline_of(cfg, started))
+        transcript_ready.on_webhook(
+            cfg, event, hints.from_query(request.args), lifecycle.deadline_of(cfg, started)
+        )
     )
 
 
@@ -123,7 +135,7 @@ def recover_meetings(request: flask.Request) -> flask.Response:
     if request.method != "POST":
         raise inputs.InvalidRequest(f"method {request.method} not allowed, use POST", 405)
     cfg = config.get()
-    result = pipeline.sweep(cfg, pipeline.deadline_of(cfg, started))
+    result = sweep.sweep(cfg, lifecycle.deadline_of(cfg, started))
     if isinstance(result, Done):
         return _json(result.detail, 200)
     assert isinstance(result, Busy)
@@ -155,6 +167,6 @@ def regenerate_action_items(cloud_event: CloudEvent) -> None:
     cfg = config.get()
     if request.collection != cfg.collection:
         return
-    result = pipeline.regenerate(cfg, request.doc_id, pipeline.deadline_of(cfg, started))
+    result = regenerate.run(cfg, request.doc_id, lifecycle.deadline_of(cfg, started))
     if isinstance(result, Busy):
         raise RetryLater(result.reason)

@@ -8,5 +8,16 @@ Modules, one concern each:
     action_items  the prompt, the JSON schema and parsing of the answer
     inputs        validation of what callers send to the functions
     record        the Firestore document of one meeting, and its claim
-    pipeline      the flow that ties them together
+    lifecycle     the states, who moves each on and by when, failure kinds, results
+    lease         the one claim on a document
+    hints         what the webhook URL carries for the webhook
+    submit        what submit does: AssemblyAI, then the queued meeting
+    transcript_ready  a delivery (or the sweep) claims a transcribed meeting
+    generate      the claimed meeting: the gateway once, the result written
+    outcomes      how an attempt ends: final result, wait, retry or error
+    regenerate    a person's request from the console
+    sweep         the scheduled sweep: what deliveries could not finish
+    uploads       the storage trigger
+    notify        signed notifications of each result
+    moments       the utterance prompt, quote checks and links
 """

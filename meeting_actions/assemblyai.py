@@ -121,6 +121,19 @@ def get_transcript(cfg: Config, transcript_id: str, timeout: float = 15) -> dict
     )
 
 
+def read_transcript(cfg: Config, tid: str) -> dict[str, Any]:
+    """The transcript as an object; a failure to read it, classified."""
+    try:
+        transcript = get_transcript(cfg, tid)
+    except ApiError as exc:
+        raise exc.failure() from None
+    if not isinstance(transcript, dict):
+        raise lifecycle.Failure(
+            lifecycle.Kind.TRANSIENT, "AssemblyAI's transcript is not an object"
+        )
+    return transcript
+
+
 def upload(cfg: Config, stream: IO[bytes], timeout: float = 3000) -> str:
     """Stream bytes to AssemblyAI's private upload storage; return its URL."""
     body = _call(

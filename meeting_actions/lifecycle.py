@@ -19,12 +19,30 @@ Meeting (<collection>/<transcript_id>):
     completed   final (a notification may still be pending: sweep_at is its next try)
     error       final (the same)
 
+Where each transition is decided (one module per actor):
+
+    (none)     -> queued       submit.py            AssemblyAI accepted the job
+    queued     -> generating   transcript_ready.py  a delivery (or the sweep) claims it; the
+                                                    document is built from AssemblyAI's record
+                                                    when submit could not write it
+    completed  -> generating   regenerate.py        a person set `regenerate: true`
+    generating -> completed    generate.py          the paid answer is parsed and written
+    generating -> error        outcomes.py          transcription failed, the gateway refused,
+                                                    attempts or poison calls ran out
+    generating -> generating   outcomes.py          given back: rate limit, transient, operator,
+                                                    crash (the lease's release)
+    queued     -> queued       sweep.py             still transcribing: checked again later
+    (due)      -> (moved on)   sweep.py             every state above past its sweep_at
+
 Upload (<collection>-uploads/<hash of bucket, name, generation>):
 
     submitting  the storage trigger holding it    its lease (the function's    a redelivered event takes it over;
                                                   timeout and a margin)        once AssemblyAI accepted, never
     submitted   final: the transcript id is recorded; the meeting goes on above
     error       final: AssemblyAI refused the object
+
+    All decided in uploads.py; the meeting's own webhook records a transcript id the
+    trigger could not (generate.py).
 
 Failures, each classified once, where it happens:
     transient        retry: 503 to AssemblyAI, raise to Eventarc, the sweep comes back
@@ -41,9 +59,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from google.api_core import exceptions
+
+from . import logs, record
+from .config import Config
 
 QUEUED, GENERATING, COMPLETED, ERROR = "queued", "generating", "completed", "error"
 FINAL = (COMPLETED, ERROR)
@@ -126,6 +150,17 @@ def queued_check_at(submitted: dt.datetime, checks: int, stale_seconds: float) -
     return submitted + dt.timedelta(seconds=wait)
 
 
+def write_budget(cfg: Config) -> float:
+    """Seconds kept back at the end of a run for the final write."""
+    return min(record.PATIENT_SECONDS, max(2.0, cfg.function_timeout / 10))
+
+
+def deadline_of(cfg: Config, started: float | None = None) -> float:
+    """The monotonic time this invocation must be done by: its timeout, less a margin."""
+    started = time.monotonic() if started is None else started
+    return started + cfg.function_timeout - min(5.0, cfg.function_timeout / 20)
+
+
 # --- classification ----------------------------------------------------------------
 
 # Statuses of AssemblyAI's APIs that say "not now" rather than "never".
@@ -169,3 +204,42 @@ def from_firestore(exc: Exception) -> Failure:
     else:
         return Failure(Kind.TRANSIENT, f"Firestore is unavailable ({name})")
     return Failure(Kind.OPERATOR, f"Firestore refused the request ({name}: {detail}): {fix}")
+
+
+# --- failures handed back as results ----------------------------------------------
+
+
+def firestore_guard(func: Callable[..., Result]) -> Callable[..., Result]:
+    """A Firestore failure that escapes the flow is classified and handed
+    back as Busy: transient ones are retried, operator ones say what to fix."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return func(*args, **kwargs)
+        except record.Unavailable as exc:
+            failure = from_firestore(exc)
+            tid = kwargs.get("transcript_id") or next(
+                (a for a in args[1:] if isinstance(a, str)), None
+            )
+            logs.error(failure.message, tid, kind=str(failure.kind))
+            return Busy(
+                "the meeting store (Firestore) is unavailable, try again later"
+                if failure.kind is Kind.TRANSIENT
+                else failure.message,
+                60 if failure.kind is Kind.OPERATOR else RETRY_AFTER,
+                kind=failure.kind,
+                transcript_id=tid,
+            )
+
+    return wrapper
+
+
+def busy_for(failure: Failure, tid: str | None, what: str) -> Busy:
+    """The Busy a transient or operator failure becomes, logged once."""
+    if failure.kind is Kind.OPERATOR:
+        logs.error(f"{what}: {failure.message}", tid, kind=str(failure.kind))
+        return Busy(f"{what}: {failure.message}", 60, Kind.OPERATOR, tid)
+    logs.warning(f"{what}: {failure.message}", tid, kind=str(failure.kind))
+    wait = min(max(failure.retry_after or RETRY_AFTER, 1), 300)
+    return Busy(f"{what}: {failure.message}", wait, Kind.TRANSIENT, tid)

@@ -2,9 +2,10 @@
 notify URL, signed per Standard Webhooks, with the retry policy the sweep
 follows.
 
-The pipeline owns the document state (`notification: {status, attempts,
-last_status, next_at}`); this module only checks URLs, signs, sends one
-attempt and says whether another attempt is worth making. `send` never
+The flow (outcomes.py, generate.py, sweep.py) owns the document state
+(`notification: {status, attempts, last_status, next_at}`); this module
+checks URLs, signs, sends one attempt and says whether another attempt is
+worth making. `send` never
 raises for a delivery problem: a notification must not endanger the result.
 
 Address check (server-side request forgery). A notify URL is chosen by

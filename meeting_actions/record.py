@@ -133,6 +133,11 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def later(seconds: float) -> dt.datetime:
+    """`seconds` from now, in the store's clock."""
+    return now() + dt.timedelta(seconds=seconds)
+
+
 def uploads_collection(cfg: Config) -> str:
     return f"{cfg.collection}-uploads"
 

@@ -13,10 +13,18 @@ its writes no-ops for the trigger.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import time
+import uuid
 from typing import Any
 
 from google.events.cloud import firestore as firestore_events
+
+from . import generate, inputs, lease, lifecycle, logs, record
+from .config import Config
+from .hints import Hints
+from .lifecycle import Done, Refused, Result
 
 FLAG = "regenerate"
 # Results kept in `history`, newest last, and how large that list may grow:
@@ -78,3 +86,69 @@ def history_with(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _size(value: Any) -> int:
     return len(json.dumps(value, default=str).encode())
+
+
+@lifecycle.firestore_guard
+def run(cfg: Config, transcript_id: str, deadline: float) -> Result:
+    """A person set `regenerate: true`: generate the items again from the
+    existing transcript (no new transcription), through the same claim as
+    everything else, so a duplicated event makes one gateway call. The
+    claim clears the flag and keeps the previous result in `history`."""
+    cfg.require("api_key")
+    tid = transcript_id
+    started = time.monotonic()
+
+    def decide(data: dict[str, Any] | None, _at: dt.datetime) -> Result | None:
+        if not data or data.get("regenerate") is not True:
+            return Done("nothing to do", tid)  # handled already, or never asked
+        status = data.get("status")
+        if status == lifecycle.GENERATING:
+            reason = ("the meeting is generating its action items right now; set regenerate "
+                      "again once it is completed or error")  # fmt: skip
+        elif status == lifecycle.QUEUED:
+            reason = "the meeting is not transcribed yet; its action items will come by themselves"
+        elif status == lifecycle.ERROR and data.get("error_stage") == "transcription":
+            reason = ("AssemblyAI could not transcribe this recording, so there is nothing to "
+                      "generate from; submit the recording again")  # fmt: skip
+        elif data.get("llm_model") is not None and not inputs.is_model_name(data["llm_model"]):
+            reason = "llm_model must be a model name from the LLM Gateway's list, such as claude-sonnet-4-6"
+        else:
+            return None
+        return Refused(reason, by="regenerate")
+
+    def on_claim(data: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "status": lifecycle.GENERATING,
+            "regenerate": False,
+            "regenerate_note": None,
+            "regenerated_at": record.SERVER_TIMESTAMP,
+            "history": history_with(data or {}),
+        }
+
+    claimed = lease.claim(
+        cfg.collection, tid, "generation", uuid.uuid4().hex, cfg.claim_seconds,
+        decide, on_claim, fresh=True,
+    )  # fmt: skip
+    if isinstance(claimed, Refused):
+        _refuse_regeneration(cfg, tid, claimed.reason)
+        return claimed
+    if not isinstance(claimed, lease.Lease):
+        return claimed
+    logs.info("regenerating the action items", tid)
+    return generate.holding(cfg, claimed, None, Hints(), deadline, started)
+
+
+def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:
+    """Clear the flag and say why, without disturbing a live holder (its
+    final write tolerates writes that leave its claim alone)."""
+    for _ in range(3):
+        data, version = record.read(cfg, tid)
+        if not data or data.get("regenerate") is not True:
+            return
+        try:
+            record.update(cfg, tid, {"regenerate": False, "regenerate_note": reason},
+                          if_unchanged_since=version)  # fmt: skip
+        except record.LostRace:
+            continue
+        logs.warning(f"regeneration refused: {reason}", tid)
+        return

@@ -1,4 +1,4 @@
-"""Recordings uploaded to a Cloud Storage bucket start the same pipeline.
+"""Recordings uploaded to a Cloud Storage bucket start the same flow.
 
 Eventarc delivers each `object.finalized` event at least once, so the
 object's (bucket, name, generation) is claimed with the same lease as a
@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from . import inputs, lease, lifecycle, logs, pipeline, record
+from . import inputs, lease, lifecycle, logs, record, submit
 from .config import Config
 from .lifecycle import Done, Failure, Kind
 
@@ -286,7 +286,7 @@ def on_object_finalized(cfg: Config, event_type: str, data: Any) -> None:
         logs.error(f"dropped an event older than {cfg.max_event_age} s", object=obj.uri)
         return
     cfg.require("api_key", "webhook_url", "webhook_secret")
-    deadline = pipeline.deadline_of(cfg)
+    deadline = lifecycle.deadline_of(cfg)
     try:
         held = _claim(cfg, obj)
     except record.Unavailable as exc:
@@ -346,7 +346,7 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
     if not marked:
         return  # taken over: the one that holds it now goes on
     try:
-        tid = pipeline.start_transcription(cfg, sub, obj.source())
+        tid = submit.start_transcription(cfg, sub, obj.source())
     except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
         failure = _classify(exc)
         if failure.kind is Kind.PERMANENT:
@@ -367,7 +367,7 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
         logs.error(f"AssemblyAI accepted {obj.uri} but the upload's record could not be "
                    f"written ({type(exc).__name__}); the event is acknowledged", tid)  # fmt: skip
     try:
-        pipeline.record_queued(cfg, tid, sub, obj.source())
+        submit.record_queued(cfg, tid, sub, obj.source())
     except Exception as exc:  # noqa: BLE001 - the webhook builds the document itself
         logs.error(f"the meeting of {obj.uri} could not be recorded yet ({_text(exc)}); "
                    "the webhook will write it", tid)  # fmt: skip

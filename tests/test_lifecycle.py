@@ -21,7 +21,7 @@ from fakes import GOOD_CONTENT, FakeAssemblyAI, MemoryStore, answer
 from functions_framework import create_app
 from google.api_core import exceptions
 
-from meeting_actions import assemblyai, config, pipeline, record, uploads
+from meeting_actions import assemblyai, config, hints, inputs, record, submit, uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "in-process-webhook-secret"
@@ -351,8 +351,8 @@ def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(prod
     # The transcript's delivery records the id on the upload and builds the meeting.
     (tid,) = product.aai.transcripts
     product.aai.finish(tid)
-    hook = pipeline.webhook_url(
-        config.get(), pipeline.Hints(source=uploads.parse(storage_event().get_data()).source())
+    hook = hints.webhook_url(
+        config.get(), hints.Hints(source=uploads.parse(storage_event().get_data()).source())
     )
     query = hook.split("?", 1)[1]
     answer_ = product.client("assemblyai_webhook").post(
@@ -448,7 +448,7 @@ def test_submit_after_the_webhook_built_the_document_writes_nothing(product):
         # While the holder waits for the gateway, submit's late record arrives.
         held["n"] += 1
         writes = product.store.writes
-        pipeline.record_queued(config.get(), tid, pipeline.inputs.submission(
+        submit.record_queued(config.get(), tid, inputs.submission(
             {"audio_url": doc_before["source"]["audio_url"]}), doc_before["source"])  # fmt: skip
         assert product.store.writes == writes, "no write may void the holder's claim"
         return answer(GOOD_CONTENT)

@@ -14,7 +14,17 @@ from conftest import SAMPLES
 from fakes import FakeAssemblyAI, MemoryStore, answer
 
 from local.assemblyai_standin import rules, transcripts
-from meeting_actions import action_items, config, inputs, moments, pipeline, record
+from meeting_actions import (
+    action_items,
+    config,
+    hints,
+    inputs,
+    lifecycle,
+    moments,
+    record,
+    submit,
+    transcript_ready,
+)
 
 NAMES = sorted(p.stem for p in SAMPLES.glob("*.json"))
 
@@ -370,7 +380,7 @@ def test_webhook_writes_checked_moments_and_the_speakers(aai):
         {"audio_url": "https://media.example/weekly.wav?token=abc",
          "speakers": ["Dana", "Lena", "Priya", "Marcus"]}
     )  # fmt: skip
-    done = pipeline.submit(CFG, sub)
+    done = submit.submit(CFG, sub)
     tid = done.transcript_id
     params = aai.submitted[-1]
     assert params["speaker_labels"] is True
@@ -381,7 +391,7 @@ def test_webhook_writes_checked_moments_and_the_speakers(aai):
     aai.transcripts[tid].update(transcript_of("weekly-sync"), id=tid)
     bodies = []
     aai.gateway = lambda body: bodies.append(body) or answer(standin_answer(body), model="m-2")
-    result = pipeline.complete(CFG, tid, pipeline.Hints(), pipeline.deadline_of(CFG))
+    result = transcript_ready.complete(CFG, tid, hints.Hints(), lifecycle.deadline_of(CFG))
     assert result.status == "completed", result
     doc = aai.store.doc("meetings", tid)
     assert doc["speakers"] == {"A": "Dana", "B": "Lena", "C": "Priya", "D": "Marcus"}
@@ -403,7 +413,7 @@ def test_webhook_writes_checked_moments_and_the_speakers(aai):
 
 def test_webhook_without_utterances_keeps_the_placeholder_prompt(aai):
     sub = inputs.submission({"audio_url": "https://media.example/a.wav", "speaker_labels": False})
-    tid = pipeline.submit(CFG, sub).transcript_id
+    tid = submit.submit(CFG, sub).transcript_id
     assert aai.submitted[-1]["speaker_labels"] is False
     assert "speech_understanding" not in aai.submitted[-1]
     t = transcript_of("weekly-sync")
@@ -415,9 +425,9 @@ def test_webhook_without_utterances_keeps_the_placeholder_prompt(aai):
         bodies.append(body)
         or answer(json.dumps({"action_items": [item()], "formatted": "- Send the revised budget"}))
     )
-    assert pipeline.complete(CFG, tid, pipeline.Hints(), pipeline.deadline_of(CFG)).status == (
-        "completed"
-    )
+    assert transcript_ready.complete(
+        CFG, tid, hints.Hints(), lifecycle.deadline_of(CFG)
+    ).status == ("completed")
     doc = aai.store.doc("meetings", tid)
     assert action_items.PLACEHOLDER in bodies[0]["messages"][1]["content"]
     assert doc["llm"]["prompt"] == "placeholder" and doc["speakers"] is None

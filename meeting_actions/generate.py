@@ -1,0 +1,240 @@
+"""What a claimed meeting does: read the transcript if needed, ask the LLM
+Gateway once, turn the paid answer into the document's fields, write the
+final result, and send its first notification. Every failure after the
+claim is handed to outcomes.py, which decides what state it leads to.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import (
+    action_items,
+    assemblyai,
+    inputs,
+    lease,
+    lifecycle,
+    logs,
+    moments,
+    notify,
+    outcomes,
+    record,
+)
+from .config import Config
+from .hints import Hints
+from .lifecycle import Busy, Done, Failure, Kind, Result
+
+
+def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
+    """What the document keeps of the transcript itself, in every final state."""
+    return {
+        "audio_duration": transcript.get("audio_duration"),
+        "language_code": transcript.get("language_code"),
+    }
+
+
+def holding(
+    cfg: Config,
+    held: lease.Lease,
+    transcript: dict[str, Any] | None,
+    hints: Hints,
+    deadline: float,
+    started: float,
+) -> Result:
+    """Generate while holding the claim: a crash gives it back, a result is
+    notified. Shared by deliveries, the sweep and regenerations."""
+    try:
+        result = _generate(cfg, held, transcript, hints, deadline, started)
+    except record.Unavailable:
+        raise  # Firestore is away: the guard answers "later", the lease expires
+    except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
+        return outcomes.crashed(cfg, held, exc)
+    if isinstance(result, Done) and held.data.get("result_version") == 1:
+        # Once per meeting, at its first result (not on every claim).
+        _resolve_upload(cfg, held.data.get("source"), held.doc_id)
+    if isinstance(result, Done) and held.data.get("notify_url"):
+        _notify_now(cfg, held.doc_id, deadline)
+    return result
+
+
+def _resolve_upload(cfg: Config, source: Any, tid: str) -> None:
+    """Record the transcript id on the upload that started this meeting, if
+    the storage trigger could not (it failed right after AssemblyAI
+    accepted the job): a retried event then knows not to submit it again."""
+    if not isinstance(source, dict) or source.get("kind") != "gcs":
+        return
+    parts = [source.get(k) for k in ("bucket", "name", "generation")]
+    if not all(isinstance(p, str) and p for p in parts):
+        return
+    key = record.upload_key(*parts)
+    collection = record.uploads_collection(cfg)
+    try:
+        data, version = record.store().get(collection, key)
+        if data and data.get("status") == lifecycle.SUBMITTING and not data.get("transcript_id"):
+            record.store().update(
+                collection, key,
+                {"status": lifecycle.SUBMITTED, "transcript_id": tid, "sweep_at": None,
+                 "updated_at": record.SERVER_TIMESTAMP},
+                version,
+            )  # fmt: skip
+            logs.info("recorded the transcript on its upload", tid, upload=key)
+    except Exception:  # noqa: BLE001 - best effort: the upload's own lease still holds
+        logs.warning("could not record the transcript on its upload", tid, upload=key)
+
+
+def _generate(
+    cfg: Config,
+    held: lease.Lease,
+    transcript: dict[str, Any] | None,
+    hints: Hints,
+    deadline: float,
+    started: float,
+) -> Result:
+    tid = held.doc_id
+    doc = record.path(cfg, tid)
+    claimed = time.monotonic()
+    if transcript is None:
+        try:
+            transcript = assemblyai.read_transcript(cfg, tid)
+        except Failure as failure:
+            if failure.kind is Kind.PERMANENT:
+                return outcomes.fail(held, f"AssemblyAI could not return the transcript: {failure.message}",
+                             "transcription")  # fmt: skip
+            held.release(f"reading the transcript: {failure.message}",
+                         sweep_at=record.later(cfg.recheck_seconds))  # fmt: skip
+            return lifecycle.busy_for(failure, tid, "could not read the transcript from AssemblyAI")
+    facts = transcript_facts(transcript)
+    if transcript.get("status") == "error":
+        message = logs.strip_url_queries(str(transcript.get("error") or "transcription failed"))
+        logs.warning("transcription failed", tid, error=message)
+        return outcomes.fail(held, message, "transcription", facts)
+    if transcript.get("status") != "completed":
+        held.release("the transcript is not completed yet",
+                     extra={"status": lifecycle.QUEUED},
+                     sweep_at=record.later(cfg.stale_queued_seconds))  # fmt: skip
+        return Busy("the transcript is not completed yet", transcript_id=tid)
+
+    # Never start a gateway call that cannot finish, with its write, in time.
+    gateway_deadline = deadline - lifecycle.write_budget(cfg)
+    if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
+        held.release("no time left in this run for the LLM Gateway")
+        return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
+    answer_format = (held.data.get("options") or {}).get("answer_format") or hints.answer_format
+    # With utterances the prompt carries who said what, and when; without
+    # (speaker labels off), the gateway substitutes the plain text.
+    meeting = moments.read(transcript)
+    # A person may name another model on the document (regeneration).
+    override = held.data.get("llm_model")
+    model = override if inputs.is_model_name(override) else cfg.llm_model
+    body = action_items.request_body(
+        tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
+    )  # fmt: skip
+    asked = time.monotonic()
+    try:
+        answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
+    except assemblyai.ApiError as exc:
+        return outcomes.gateway_failed(cfg, held, exc)
+    answered = time.monotonic()
+    # From here on the answer is paid for: whatever fails is poison.
+    try:
+        fields = _result_fields(
+            cfg, answer, facts, meeting, held.data.get("source"), model, answer_format
+        )
+        if held.data.get("error"):  # a retry after an earlier failure: clear it
+            fields.update(error=None, error_stage=None)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
+        return outcomes.poison(cfg, held, _reason(exc))
+    try:
+        written = outcomes.final(held, fields)
+    except record.Unavailable as exc:
+        failure = lifecycle.from_firestore(exc)
+        if failure.kind is Kind.TRANSIENT:
+            raise  # the guard answers 503; the lease expires, the work is redone
+        return outcomes.poison(cfg, held, f"the result could not be stored: {failure.message}")
+    except (ValueError, TypeError, UnicodeError) as exc:
+        return outcomes.poison(cfg, held, f"the result could not be stored: {_reason(exc)}")
+    if not written:
+        return Busy("lost the claim before the result was written", transcript_id=tid)
+    ms = {"claim": claimed - started, "transcript": asked - claimed,
+          "gateway": answered - asked, "write": time.monotonic() - answered}  # fmt: skip
+    logs.info("action items written", tid, items=len(fields["action_items"]),
+              parsed_as=fields["llm"]["parsed_as"], ms={k: round(v * 1000) for k, v in ms.items()})  # fmt: skip
+    return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})
+
+
+def _result_fields(
+    cfg: Config,
+    answer: Any,
+    facts: dict[str, Any],
+    meeting: moments.Meeting | None = None,
+    source: Any = None,
+    requested: str | None = None,
+    answer_format: str | None = None,
+) -> dict[str, Any]:
+    """The document's fields from a gateway answer; raises on an unusable one.
+
+    With the meeting's turns (the utterance prompt), every item's moment is
+    checked against them and linked into `source`."""
+    choice = answer["choices"][0]
+    content = choice["message"]["content"]
+    if not isinstance(content, str):
+        raise TypeError("the answer's content is not text")
+    finish_reason = choice.get("finish_reason")
+    with_moments = meeting is not None and bool(meeting.turns)
+    result = action_items.parse(
+        content, finish_reason if isinstance(finish_reason, str) else None, with_moments
+    )
+    quotes = None
+    if meeting is not None and with_moments:
+        result, quotes = moments.checked(result, meeting, source, answer_format)
+        if meeting.cut_note:
+            result.note = f"{result.note} {meeting.cut_note}" if result.note else meeting.cut_note
+    usage = answer.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    request = answer.get("request")
+    model = (request.get("model") if isinstance(request, dict) else None) or answer.get("model")
+
+    def text(value: Any, limit: int = 200) -> str | None:
+        return action_items.storable(value[:limit]) if isinstance(value, str) else None
+
+    def count(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return {
+        "status": lifecycle.COMPLETED,
+        "action_items": result.items,
+        "action_items_text": result.text,
+        "llm": {
+            "model": text(model) or requested or cfg.llm_model,
+            "requested_model": requested or cfg.llm_model,
+            "request_id": text(answer.get("request_id")),
+            "finish_reason": text(finish_reason),
+            "parsed_as": result.parsed_as,
+            "input_tokens": count(usage.get("input_tokens", usage.get("prompt_tokens"))),
+            "output_tokens": count(usage.get("output_tokens", usage.get("completion_tokens"))),
+            "total_tokens": count(usage.get("total_tokens")),
+            "prompt": "utterances" if with_moments else "placeholder",
+            "quotes": quotes,
+        },
+        **(moments.document_fields(meeting) if meeting is not None else {}),
+        "note": result.note,
+        "completed_at": record.SERVER_TIMESTAMP,
+        **facts,
+    }
+
+
+def _reason(exc: BaseException) -> str:
+    return logs.strip_url_queries(str(exc) or type(exc).__name__)[:300]
+
+
+def _notify_now(cfg: Config, tid: str, deadline: float) -> None:
+    """The first attempt, right after the result; the sweep makes the rest.
+    Never delays or endangers the result: it is written already."""
+    if deadline - time.monotonic() < 4 * notify.DEFAULT_TIMEOUT:
+        return
+    try:
+        notify.deliver(cfg, tid)
+    except Exception:  # noqa: BLE001 - the notification stays due; the sweep retries
+        logs.warning("could not send the notification now; the sweep will", tid)

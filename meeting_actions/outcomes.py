@@ -1,0 +1,105 @@
+"""How a claimed meeting ends an attempt: its final result written as a new
+result version (completed or error), or a failure classified into what
+happens next. A rate limit waits uncounted, a transient failure is retried
+a bounded number of times, an operator failure waits for a person, a
+refusal or a poison answer ends the meeting in `error`, and a crash gives
+the claim back counted.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from . import assemblyai, lease, lifecycle, logs, notify, record
+from .config import Config
+from .lifecycle import Busy, Done, Kind, Result
+
+
+def gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) -> Result:
+    """Rate limits wait, transient failures count, operator ones wait
+    uncounted, refusals end the meeting."""
+    tid = held.doc_id
+    failure = exc.failure()
+    message = f"LLM Gateway: {failure.message}"
+    if failure.rate_limited:
+        logs.warning("the LLM Gateway is rate limiting, will try later", tid)
+        wait = min(max(failure.retry_after or lifecycle.RETRY_AFTER, 1), 300)
+        held.release(message, not_before=record.later(wait))
+        return Busy("the LLM Gateway is rate limiting, try again later", wait, transcript_id=tid,
+                    rate_limited=True)  # fmt: skip
+    if failure.kind is Kind.OPERATOR:
+        held.release(message, sweep_at=record.later(cfg.recheck_seconds))
+        return lifecycle.busy_for(failure, tid, "the LLM Gateway refused the key")
+    if failure.kind is Kind.TRANSIENT:
+        attempts = int(held.state.get("attempts") or 0) + 1
+        if attempts < cfg.max_generation_attempts:
+            logs.warning("the LLM Gateway failed, will try again", tid, error=message,
+                         attempts=attempts)  # fmt: skip
+            held.release(message, count_attempt=True)
+            return Busy("the LLM Gateway failed, try again later", transcript_id=tid)
+        message = f"gave up after {attempts} failed attempts; last: {message}"
+        return fail(held, message, "action_items", attempts=attempts)
+    return fail(held, message, "action_items")
+
+
+def poison(cfg: Config, held: lease.Lease, reason: str) -> Result:
+    """A paid answer that cannot be parsed or stored: asking again would
+    most likely pay for the same failure, so stop after MAX_POISON_CALLS."""
+    tid = held.doc_id
+    calls = int(held.state.get("poison_calls") or 0) + 1
+    message = f"the model's answer could not be used: {reason}"
+    if calls < cfg.max_poison_calls:
+        logs.error(message + "; will ask again", tid, poison_calls=calls)
+        held.data.setdefault("generation", {})["poison_calls"] = calls
+        held.release(message, count_attempt=True)
+        return Busy(message, transcript_id=tid)
+    return fail(held, message, "action_items", poison_calls=calls)
+
+
+def crashed(cfg: Config, held: lease.Lease, exc: Exception) -> Result:
+    """A bug after the claim: give the claim back and count the attempt, so
+    the meeting is retried a bounded number of times, then ends in error."""
+    tid = held.doc_id
+    logs.error("unexpected error while holding the meeting", tid,
+               traceback=traceback.format_exc(limit=20))  # fmt: skip
+    attempts = int(held.state.get("attempts") or 0) + 1
+    try:
+        if attempts >= cfg.max_generation_attempts:
+            return fail(held, f"internal error ({type(exc).__name__}) after {attempts} attempts",
+                         "action_items", attempts=attempts)  # fmt: skip
+        held.release(f"internal error: {type(exc).__name__}", count_attempt=True)
+    except Exception:  # noqa: BLE001 - the lease expires by itself
+        logs.error("could not give the claim back", tid)
+    return Busy("internal error, try again later", transcript_id=tid)
+
+
+def final(held: lease.Lease, fields: dict[str, Any]) -> bool:
+    """Write a final result (completed or error) as a new result version,
+    with its notification due when the meeting has a notify URL."""
+    version = int(held.data.get("result_version") or 0) + 1
+    started = notify.started(held.doc_id, version, held.data.get("notify_url"))
+    return held.finish({**fields, "result_version": version, **started})
+
+
+def fail(
+    held: lease.Lease,
+    message: str,
+    stage: str,
+    facts: dict[str, Any] | None = None,
+    **generation: Any,
+) -> Result:
+    tid = held.doc_id
+    message = logs.strip_url_queries(message)[:1000]
+    logs.error("the meeting failed", tid, error=message, stage=stage)
+    fields: dict[str, Any] = {
+        "status": lifecycle.ERROR,
+        "error": message,
+        "error_stage": stage,
+        **(facts or {}),
+    }
+    if generation:
+        fields["generation"] = generation
+    if not final(held, fields):
+        return Busy("lost the claim before the error was written", transcript_id=tid)
+    return Done(lifecycle.ERROR, tid, f"{held.collection}/{tid}")

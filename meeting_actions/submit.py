@@ -1,0 +1,122 @@
+"""What submit does: hand a recording to AssemblyAI with the webhook URL
+and its hints, then record the queued meeting. Shared by the HTTP submit
+function and the storage trigger (uploads.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import action_items, assemblyai, inputs, lifecycle, logs, record
+from .config import WEBHOOK_SECRET_HEADER, Config
+from .hints import Hints, webhook_url
+from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
+
+
+def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
+    models = sub.speech_models or cfg.speech_models
+    return {
+        "speech_models": list(models) if models else None,
+        "language_code": sub.language_code,
+        # On unless the caller turns them off: they give the items their moments.
+        "speaker_labels": sub.speaker_labels is not False,
+        "speakers": [s.name for s in sub.speakers] or None,
+        "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+    }
+
+
+def _speaker_identification(sub: inputs.Submission) -> dict[str, Any]:
+    """AssemblyAI's speech_understanding request naming the meeting's people."""
+    if any(s.description for s in sub.speakers):
+        people: dict[str, Any] = {
+            "speakers": [
+                {"name": s.name, **({"description": s.description} if s.description else {})}
+                for s in sub.speakers
+            ]
+        }
+    else:
+        people = {"known_values": [s.name for s in sub.speakers]}
+    return {"request": {"speaker_identification": {"speaker_type": "name", **people}}}
+
+
+def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, Any]) -> str:
+    """Hand the recording to AssemblyAI; its transcript id. Raises Failure."""
+    cfg.require("api_key", "webhook_url", "webhook_secret")
+    options = options_of(sub, cfg)
+    carried = Hints(
+        sub.answer_format,
+        sub.metadata,
+        source if source.get("kind") != "url" else None,
+        sub.notify_url,
+    )
+    params: dict[str, Any] = {
+        "audio_url": sub.audio_url,
+        "webhook_url": webhook_url(cfg, carried),
+        "webhook_auth_header_name": WEBHOOK_SECRET_HEADER,
+        "webhook_auth_header_value": cfg.webhook_secret,
+    }
+    for key in ("speech_models", "language_code", "speaker_labels"):
+        if options[key] is not None:
+            params[key] = options[key]
+    if sub.speakers:
+        params["speech_understanding"] = _speaker_identification(sub)
+    try:
+        transcript = assemblyai.submit_transcript(cfg, params)
+    except assemblyai.ApiError as exc:
+        raise exc.failure() from None
+    tid = transcript.get("id") if isinstance(transcript, dict) else None
+    if not isinstance(tid, str) or not tid:
+        raise Failure(Kind.PERMANENT, "AssemblyAI's answer has no transcript id")
+    return tid
+
+
+def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[str, Any]) -> None:
+    """Write the queued meeting's document. Raises Failure if Firestore fails."""
+    fields = {
+        "status": lifecycle.QUEUED,
+        "transcript_id": tid,
+        "source": source,
+        "options": options_of(sub, cfg),
+        "metadata": sub.metadata,
+        "notify_url": sub.notify_url,
+        # Deliveries normally move it on long before; if all of them are
+        # lost, the sweep asks AssemblyAI then.
+        "sweep_at": lifecycle.queued_check_at(record.now(), 0, cfg.stale_queued_seconds),
+        "queued_checks": 0,
+    }
+    try:
+        try:
+            record.create(cfg, tid, fields)
+        except record.LostRace:
+            # The webhook got there first (a very fast failure, say) and built
+            # the document from AssemblyAI's record and the webhook URL's
+            # hints. Nothing to add, and any write now would void a live
+            # holder's final write, which is conditioned on its claim.
+            logs.info("the meeting was recorded by its webhook already", tid)
+    except record.Unavailable as exc:
+        raise lifecycle.from_firestore(exc) from None
+
+
+def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = None) -> Result:
+    """Hand the recording to AssemblyAI, then record the queued meeting."""
+    source = source or record.source_of_url(sub.audio_url)
+    try:
+        tid = start_transcription(cfg, sub, source)
+    except Failure as failure:
+        if failure.kind is Kind.PERMANENT:
+            logs.warning("AssemblyAI did not accept the recording", error=failure.message)
+            return Refused(f"AssemblyAI refused the job: {failure.message}", by="assemblyai")
+        return lifecycle.busy_for(failure, None, "AssemblyAI did not accept the recording")
+    try:
+        record_queued(cfg, tid, sub, source)
+    except Failure as failure:
+        logs.error("AssemblyAI accepted the job but its record could not be written", tid,
+                   error=failure.message)  # fmt: skip
+        return Busy(
+            "AssemblyAI accepted the job but its record could not be written; "
+            "it will be written when the transcript is ready. Do not resubmit.",
+            kind=failure.kind,
+            transcript_id=tid,
+        )
+    logs.info("submitted", tid, source=source.get("kind"))
+    return Done(lifecycle.QUEUED, tid, record.path(cfg, tid))

@@ -1,0 +1,136 @@
+"""What the scheduled sweep does: every minute, move on each meeting whose
+`sweep_at` has passed (see lifecycle.py): ask AssemblyAI about a queued
+meeting whose deliveries never came, take over a generating meeting whose
+claim expired or was given back, and retry a due notification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+import traceback
+from typing import Any
+
+from . import assemblyai, lifecycle, logs, notify, record, transcript_ready
+from .config import Config
+from .hints import Hints
+from .lifecycle import Busy, Done, Failure, Kind, Result
+
+
+@lifecycle.firestore_guard
+def check_queued(
+    cfg: Config, transcript_id: str, data: dict[str, Any], version: Any, deadline: float
+) -> Result:
+    """A queued meeting whose deliveries never came (its document and
+    version as the sweep's query read them): ask AssemblyAI once."""
+    tid = transcript_id
+    try:
+        transcript = assemblyai.read_transcript(cfg, tid)
+    except Failure as failure:
+        if failure.kind is Kind.PERMANENT:
+            transcript = {"id": tid, "status": "error", "error": f"AssemblyAI: {failure.message}"}
+        else:
+            reschedule(cfg, tid, {"sweep_at": record.later(cfg.recheck_seconds)}, version)
+            return lifecycle.busy_for(failure, tid, "could not read the transcript from AssemblyAI")
+    if transcript.get("status") in ("completed", "error"):
+        logs.warning("AssemblyAI's deliveries were lost; the sweep takes the meeting on", tid,
+                     transcript_status=transcript.get("status"))  # fmt: skip
+        return transcript_ready.complete(cfg, tid, Hints(), deadline, transcript)
+    checks = int(data.get("queued_checks") or 0) + 1
+    created = data.get("created_at")
+    base = created if isinstance(created, dt.datetime) else record.now()
+    later = max(
+        lifecycle.queued_check_at(base, checks, cfg.stale_queued_seconds),
+        record.later(cfg.recheck_seconds),
+    )
+    reschedule(cfg, tid, {"sweep_at": later, "queued_checks": checks}, version)
+    return Busy("AssemblyAI is still transcribing", (later - record.now()).total_seconds(),
+                transcript_id=tid)  # fmt: skip
+
+
+def reschedule(cfg: Config, tid: str, fields: dict[str, Any], version: Any) -> None:
+    # On a lost race someone moved it on meanwhile: nothing to reschedule.
+    with contextlib.suppress(*record.LostRace):
+        record.update(cfg, tid, fields, if_unchanged_since=version)
+
+
+@lifecycle.firestore_guard
+def sweep(cfg: Config, deadline: float | None = None) -> Result:
+    """Move on every meeting whose `sweep_at` has passed (see lifecycle.py).
+
+    Called every minute by Cloud Scheduler. Makes at most RECOVERY_BATCH
+    gateway calls, oldest deadline first, each meeting on its own (one bad
+    meeting cannot stop the rest), and starts no gateway call that cannot
+    finish before the run's deadline. A short rate limit is waited out, so
+    the sweep uses the whole limit; a long one ends the run.
+    """
+    deadline = deadline or lifecycle.deadline_of(cfg)
+    at = record.now()
+    due = record.due(cfg, at, limit=cfg.recovery_batch * 2)
+    results: dict[str, str] = {}
+    stopped = None
+    needed = min(cfg.gateway_timeout, 30) + lifecycle.write_budget(cfg)
+    queue = list(due)
+    waited = 0.0
+    while queue:
+        tid, data, version = queue[0]
+        if sum(1 for r in results.values() if r != "rate_limited") >= cfg.recovery_batch:
+            stopped = "batch"
+            break
+        if time.monotonic() + needed > deadline:
+            stopped = "deadline"
+            break
+        result = _sweep_one(cfg, tid, data, version, deadline)
+        results[tid] = _name(result) if result is not None else "nothing to do"
+        if isinstance(result, Busy) and result.rate_limited:
+            wait = result.retry_after
+            if wait > cfg.recheck_seconds or time.monotonic() + wait + needed > deadline:
+                stopped = "rate_limited"
+                break
+            time.sleep(wait)  # the gateway said when; the meeting's not_before agrees
+            waited += wait
+            continue  # the same meeting again: it is the oldest
+        queue.pop(0)
+        if isinstance(result, Busy) and result.kind is Kind.OPERATOR:
+            stopped = "operator"  # every meeting would fail the same way
+            break
+    counts: dict[str, int] = {}
+    for name in results.values():
+        counts[name] = counts.get(name, 0) + 1
+    if results or stopped:
+        logs.info("sweep", due=len(due), handled=len(results), stopped=stopped,
+                  waited_s=round(waited, 1), **counts)  # fmt: skip
+    return Done("swept", detail={"due": len(due), "tried": len(results), "stopped": stopped,
+                                 "results": results})  # fmt: skip
+
+
+def _sweep_one(
+    cfg: Config, tid: str, data: dict[str, Any], version: Any, deadline: float
+) -> Result | None:
+    """One due meeting; a crash is logged and kept to this meeting."""
+    status = data.get("status")
+    try:
+        if status == lifecycle.QUEUED:
+            return check_queued(cfg, tid, data, version, deadline)
+        if status == lifecycle.GENERATING:
+            return transcript_ready.complete(cfg, tid, Hints(), deadline)
+        if notify.is_due(data):
+            return Done(f"notification_{notify.deliver(cfg, tid)}", tid)
+        if (data.get("notification") or {}).get("status") not in ("pending", "sending"):
+            reschedule(cfg, tid, {"sweep_at": None}, version)  # final, nothing pending
+        return None
+    except Exception:  # noqa: BLE001 - one bad meeting must not stop the run
+        logs.error("the sweep could not handle a meeting", tid,
+                   traceback=traceback.format_exc(limit=20))  # fmt: skip
+        return Busy("crashed", transcript_id=tid, detail={"crashed": True})
+
+
+def _name(result: Result) -> str:
+    if isinstance(result, Busy) and result.detail.get("crashed"):
+        return "crashed"
+    if isinstance(result, Done):
+        return result.status
+    if isinstance(result, Busy):
+        return "rate_limited" if result.rate_limited else f"busy_{result.kind}"
+    return "refused"
