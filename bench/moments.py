@@ -10,7 +10,7 @@ of meeting, and what the webhook spends on a 10-hour transcript.
    lengths. Two counts: ceil(characters / 4), which is what the stand-in
    reports as usage, and a proxy for a real tokenizer (see proxy_tokens:
    digits and punctuation cost what they cost in BPE tokenizers, which
-   makes the `[12:34]` of every line dearer than characters say).
+   makes a speaker's `A:` or a minute's `[12]` dearer than characters say).
 2. Attribution accuracy on the sample meetings, in process: the stand-in's
    answer to the prompt the webhook sends, checked by moments.checked and
    scored as tests/test_speakers.py scores the documents end to end (the
