@@ -10,9 +10,13 @@ of meeting, and what the webhook spends on a 10-hour transcript.
    lengths. Two counts: ceil(characters / 4), which is what the stand-in
    reports as usage, and a proxy for a real tokenizer (see proxy_tokens:
    digits and punctuation cost what they cost in BPE tokenizers, which
-   makes the `[12:34]` of every line dearer than characters say).
-2. Gateway dollars at an assumed price (PRICE_IN / PRICE_OUT below).
-3. The webhook's CPU time and peak memory, in a fresh subprocess, to parse
+   makes a speaker's `A:` or a minute's `[12]` dearer than characters say).
+2. Attribution accuracy on the sample meetings, in process: the stand-in's
+   answer to the prompt the webhook sends, checked by moments.checked and
+   scored as tests/test_speakers.py scores the documents end to end (the
+   owner right and `said_at` within 10 s of the ground truth).
+3. Gateway dollars at an assumed price (PRICE_IN / PRICE_OUT below).
+4. The webhook's CPU time and peak memory, in a fresh subprocess, to parse
    a 10-hour transcript with words (as AssemblyAI returns it: top-level
    `words` and `utterances[].words`) the way the webhook reads it, build
    the prompt, and check a model's answer against it.
@@ -143,6 +147,63 @@ def prompts(t: dict) -> dict[str, dict]:
     return out
 
 
+def attribution() -> list[dict]:
+    """Per sample, named and with labels only: how many true items the
+    checked answer attributes right (with labels only, the items whose
+    owner is said by name: the others' owner is "Speaker A"), and how
+    many quotes were found near the time the model gave, elsewhere, or not."""
+    rows = []
+    for path in sorted(SAMPLES.glob("*.json")):
+        sample = json.loads(path.read_text())
+        for identified in (True, False):
+            t = transcript_of(sample, identified)
+            meeting = moments.read(t)
+            body = prompts(t)["utterances"]["body"]
+            content = rules.answer("", body["response_format"],
+                                   rules.transcript_lines(body["messages"]))  # fmt: skip
+            result = action_items.parse(content, "stop", moments=True)
+            result, counts = moments.checked(result, meeting, None)
+            truth = [e for e in sample["expected_items"]
+                     if identified or e["owner_source"] == "spoken"]  # fmt: skip
+            left, right = list(result.items), 0
+            for e in truth:
+                hit = next((i for i in left if i["owner"] == e["owner"] and i["said_at"] is not None
+                            and abs(i["said_at"] - e["said_at"]) <= 10), None)  # fmt: skip
+                if hit is not None:
+                    right += 1
+                    left.remove(hit)
+            rows.append({"sample": path.stem, "identified": identified, "right": right,
+                         "total": len(truth), "quotes": counts})  # fmt: skip
+    return rows
+
+
+def attribution_in_repeats(hours: float) -> list[dict]:
+    """On synthetic meetings, where each sample sentence comes back every few
+    minutes: how many of the stand-in's items (all of them, uncapped) the
+    check puts in the turn they came from (its time within the turn, its
+    speaker the turn's), from the minute the prompt lets the model give."""
+    rows = []
+    for label, per_turn in (("samples' own (~10 words)", None), ("20 words", 20)):
+        t = transcript_of(synthetic(hours, per_turn), True)
+        meeting = moments.read(t)
+        body = prompts(t)["utterances"]["body"]
+        lines = rules.transcript_lines(body["messages"])
+        origin = [i for i, line in enumerate(lines) for _ in rules.extract_lines([line])]
+        content = rules.answer("", body["response_format"], lines)
+        claimed = action_items._clean_items(json.loads(content)["action_items"], moments=True)
+        items, counts = moments.check(claimed, meeting, None)
+        turns = [meeting.turns[i] for i in origin]
+        right = sum(
+            1
+            for item, turn in zip(items, turns, strict=True)
+            if item["said_at"] is not None
+            and turn.start // 1000 <= item["said_at"] <= turn.end // 1000
+            and item["said_by"] == turn.speaker
+        )
+        rows.append({"turns": label, "right": right, "total": len(items), "quotes": counts})
+    return rows
+
+
 def output_tokens_per_item() -> dict[str, float]:
     """ceil(chars/4) of the stand-in's answer per item, for each prompt, on the samples."""
     totals = {"utterances": [0, 0], "placeholder": [0, 0]}
@@ -172,6 +233,7 @@ def token_table(hours: float) -> list[dict]:
                 "turns": label,
                 "names": "identified" if identified else "labels only",
                 "utterances": len(meeting["utterances"]),
+                "turn_count": len(moments.read(t).turns),
                 "lines": p["utterances"]["text"].count("\n"),
                 "words": len(t["text"].split()),
             }
@@ -266,12 +328,12 @@ def main() -> None:
 
     print(f"Prompt tokens per hour of meeting ({WORDS_PER_MINUTE} words a minute)")
     print("  q = ceil(chars/4), the stand-in's usage; p = BPE proxy (bench/moments.py)")
-    header = ("turns", "names", "lines/h", "utter q", "holder q", "ratio q", "utter p",
+    header = ("turns", "names", "turns/h", "lines/h", "utter q", "holder q", "ratio q", "utter p",
               "holder p", "ratio p")  # fmt: skip
     print("  " + " | ".join(f"{h:>24}" if i == 0 else f"{h:>11}" for i, h in enumerate(header)))
     rows = token_table(1.0)
     for r in rows:
-        cells = [r["turns"], r["names"], r["lines"], round(r["utterances_quarter"]),
+        cells = [r["turns"], r["names"], r["turn_count"], r["lines"], round(r["utterances_quarter"]),
                  round(r["placeholder_quarter"]),
                  f"{r['utterances_quarter'] / r['placeholder_quarter']:.3f}",
                  round(r["utterances_proxy"]), round(r["placeholder_proxy"]),
@@ -289,6 +351,24 @@ def main() -> None:
                   f"({q['utterances'] / q['placeholder']:.2f}), "
                   f"p {x['utterances']} vs {x['placeholder']} "
                   f"({x['utterances'] / x['placeholder']:.2f})")  # fmt: skip
+
+    accuracy = attribution()
+    print("\nAttribution accuracy (the stand-in's answers, checked; owner right, said_at <= 10 s)")
+    for a in accuracy:
+        print(f"  {a['sample']:>16}, {'identified' if a['identified'] else 'labels only':>11}: "
+              f"{a['right']}/{a['total']}; quotes {a['quotes']}")  # fmt: skip
+    for identified in (True, False):
+        got = [a for a in accuracy if a["identified"] == identified]
+        right, total = sum(a["right"] for a in got), sum(a["total"] for a in got)
+        print(
+            f"  {'all, ' + ('identified' if identified else 'labels only'):>29}: "
+            f"{right}/{total} = {right / total:.0%}"
+        )
+
+    repeats = attribution_in_repeats(1.0)
+    print("  in a synthetic hour (every sentence said again every few minutes), to the right turn:")
+    for a in repeats:
+        print(f"  {a['turns']:>29}: {a['right']}/{a['total']}; quotes {a['quotes']}")
 
     per_item = output_tokens_per_item()
     print(f"\nOutput tokens per item (stand-in's answers on the samples, chars/4): "
@@ -323,7 +403,16 @@ def main() -> None:
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     (results / "moments.json").write_text(
-        json.dumps({"tokens": rows, "output_per_item": per_item, "webhook": m}, indent=1)
+        json.dumps(
+            {
+                "tokens": rows,
+                "attribution": accuracy,
+                "repeats": repeats,
+                "output_per_item": per_item,
+                "webhook": m,
+            },
+            indent=1,
+        )  # fmt: skip
     )
 
 

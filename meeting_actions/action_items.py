@@ -1,13 +1,14 @@
 """The action-item prompts, their JSON schemas, and parsing of the answer.
 
 Two prompts. With utterances (speaker labels on, the default) the webhook
-writes the meeting into the prompt itself, one `[12:34] Priya: ...` line
-per turn (built in moments.py), and asks for each item's quote, time and
-speaker, which moments.py then checks against the transcript. Without
-them, the LLM Gateway puts the transcript's plain text where the exact
-placeholder `{{ transcript }}` stands, and items have no moments. The
-model is asked for structured output, but the parser copes with a model
-that answers in plain text or is cut off at max_tokens.
+writes the meeting into the prompt itself, a legend of the speakers'
+letters and a `[12] A: ... B: ...` line per minute (utterances.py), and
+asks for each item's quote, time and speaker, which moments.py then
+checks against the transcript. Without them, the LLM Gateway puts the
+transcript's plain text where the exact placeholder `{{ transcript }}`
+stands, and items have no moments. The model is asked for structured
+output, but the parser copes with a model that answers in plain text or
+is cut off at max_tokens.
 """
 
 from __future__ import annotations
@@ -86,28 +87,30 @@ _OPTIONAL_TEXT = {"type": ["string", "null"]}
 SCHEMA = _answer_schema({"text": _TEXT, "owner": _OPTIONAL_TEXT, "due": _OPTIONAL_TEXT}, True)
 
 
-# The utterance prompt. Its lines are `[MM:SS] Name: text` (`[H:MM:SS]`
-# from the first hour on), written by moments.transcript_lines(). The
-# function writes the readable list itself from the checked items, so the
-# model is not asked for a "formatted" copy (half the output tokens).
-MOMENTS_USER_PROMPT = """Here is a meeting, one line per speaker turn: [time from the start] speaker: what they said.{labels}
+# The utterance prompt. Its lines (utterances.py) are a legend, `A = Priya`
+# (or `A = not identified`) per speaker, then `[12] A: ... B: ...` per
+# minute: `[12]` the minute the line's first turn starts in, each turn its
+# speaker's letter and what they said. The function writes the readable
+# list itself from the checked items, so the model is not asked for a
+# "formatted" copy (half the output tokens).
+MOMENTS_USER_PROMPT = """Here is a meeting: first each speaker's letter = name, then one line per minute ([12] is minute 12 from the start) holding the turns that start in it, each as the speaker's letter, a colon and what they said.{labels}
 
 <transcript>
 {lines}
 </transcript>
 
 List the meeting's action items. For each:
-- "quote": the sentence it comes from, copied exactly from one line.
-- "said_at": the time of that line in seconds ([12:34] is 754); "said_by": its speaker, as written.
+- "quote": the sentence it comes from, copied exactly from one turn.
+- "said_at": that turn's minute in seconds ([12] is 720); "said_by": its speaker's letter.
 - "text": the task, starting with a verb.
-- "owner": who is responsible, or null. "owner_source": "spoken" if the owner's name is said for it, "speaker" if the speaker took it on, "inferred" if you worked the name out otherwise.
+- "owner": who is responsible, by name, or null. "owner_source": "spoken" if their name is said for it, "speaker" if the speaker took it on, "inferred" if you worked it out otherwise.
 - "due": when it is due, in the meeting's own words, or null.
 If there are no action items, return an empty list."""
 
-# Said when some speakers are only labels (no names were given to identify them).
+# Said when some speakers are not identified (no names were given to identify them).
 LABELS_NOTE = (
-    " A speaker written as a letter (A, B, ...) was not identified by name: if the meeting"
-    ' makes their name clear, you may give it as an owner, marked "inferred".'
+    " Give a speaker who is not identified by letter, or by the name the meeting makes"
+    ' clear, marked "inferred".'
 )
 
 OWNER_SOURCES = ("spoken", "speaker", "inferred")
@@ -137,11 +140,12 @@ def request_body(
 ) -> dict[str, Any]:
     """The chat-completions body asking for one meeting's action items.
 
-    With `transcript_lines` (moments.transcript_lines()) the meeting is in
-    the prompt and the items carry their moments; without, the gateway
-    substitutes the transcript's text for the placeholder. `labels`: some
-    speakers are labels, not names. The transcript id is sent either way:
-    the gateway ties the request to the transcript with it.
+    With `transcript_lines` (a Meeting's `lines`, utterances.py) the
+    meeting is in the prompt and the items carry their moments; without,
+    the gateway substitutes the transcript's text for the placeholder.
+    `labels`: some speakers are not identified by name. The transcript id
+    is sent either way: the gateway ties the request to the transcript
+    with it.
     """
     if transcript_lines is not None:
         user = MOMENTS_USER_PROMPT.format(

@@ -80,15 +80,21 @@ def checked(meeting: moments.Meeting, items: list[dict], source: dict | None = N
 # --- the prompt -------------------------------------------------------------------
 
 
-def test_one_line_per_turn_with_time_and_name_and_no_words():
+def test_a_legend_of_letters_then_one_line_per_minute_and_no_words():
     meeting = moments.read(transcript_of("weekly-sync"))
     lines = meeting.lines.splitlines()
-    assert lines[0] == (
-        "[00:00] Dana: Good morning everyone, thanks for joining the weekly product sync. "
-        "We have three things today: the budget, the launch email and the usability study."
-    ), "two utterances of one speaker in a row share a line"
-    assert lines[1].startswith("[00:14] Lena: Before we start")
-    assert all(re.match(r"^\[\d\d:\d\d\] [A-Z][a-z]+: \S", line) for line in lines)
+    assert lines[:4] == ["A = Dana", "B = Lena", "C = Priya", "D = Marcus"]
+    assert lines[4].startswith(
+        "[0] A: Good morning everyone, thanks for joining the weekly product sync. "
+        "We have three things today: the budget, the launch email and the usability study. "
+        "B: Before we start, the coffee machine"
+    ), "two utterances of one speaker in a row are one turn; turns follow on their minute's line"
+    assert [line.split("]")[0] for line in lines[4:]] == ["[0", "[1", "[2", "[3"]
+    assert all(re.match(r"^\[\d+\] [A-D]: \S", line) for line in lines[4:])
+    # Every turn once, as its letter and a colon, in the minute it starts in.
+    marks = [(line[1 : line.index("]")], w[:-1]) for line in lines[4:] for w in line.split()
+             if re.fullmatch(r"[A-D]:", w)]  # fmt: skip
+    assert marks == [(str(t.start // 60_000), t.key) for t in meeting.turns]
     body = ask(meeting)
     user = body["messages"][1]["content"]
     assert f"<transcript>\n{meeting.lines}\n</transcript>" in user
@@ -101,20 +107,41 @@ def test_one_line_per_turn_with_time_and_name_and_no_words():
 def test_hours_names_with_spaces_and_gaps_are_kept():
     meeting = moments.read(transcript_of("planning-offsite"))
     lines = meeting.lines.splitlines()
-    assert "[00:36] Wei Chen: On infrastructure" in lines[4]
-    # 24 minutes of silence between two utterances of Wei Chen: two lines.
-    assert lines[5].startswith("[25:10] Wei Chen: We will revisit")
-    assert lines[-1] == "[1:02:50] Hana: Meeting adjourned."
+    assert lines[2] == "C = Wei Chen"
+    assert lines[3].endswith(" C: On infrastructure, the database migration is halfway done.")
+    # 24 minutes of silence between two utterances of Wei Chen: two turns.
+    assert lines[4].startswith("[25] C: We will revisit")
+    assert lines[-1].startswith("[62] B: One more thing.")
+    assert lines[-1].endswith(" A: Meeting adjourned.")
 
 
 def test_unnamed_speakers_are_letters_in_the_prompt_and_speaker_x_in_the_document():
     meeting = moments.read(transcript_of("weekly-sync", identified=False))
-    assert meeting.lines.splitlines()[1].startswith("[00:14] B: Before we start")
+    lines = meeting.lines.splitlines()
+    assert lines[:4] == [f"{k} = not identified" for k in "ABCD"]
+    assert " B: Before we start" in lines[4]
     assert meeting.unnamed and meeting.labels["B"] == "Speaker B"
     assert action_items.LABELS_NOTE in ask(meeting)["messages"][1]["content"]
     named = moments.read(transcript_of("weekly-sync"))
     assert not named.unnamed
     assert action_items.LABELS_NOTE not in ask(named)["messages"][1]["content"]
+
+
+def test_a_speaker_without_a_label_gets_a_letter_nobody_has():
+    t = transcript_of("weekly-sync")
+    t["utterances"][2]["speaker"] = "Dr Who"  # a name identification never gave
+    t["utterances"][3]["speaker"] = None
+    meeting = moments.read(t)
+    # A-D are identification's labels, so the newcomers are E and F.
+    assert meeting.lines.split("\n[")[0].splitlines() == [
+        "A = Dana", "B = Lena", "C = Priya", "D = Marcus", "E = Dr Who", "F = not identified"
+    ]  # fmt: skip
+    assert " E: Before we start" in meeting.lines and " F: Great news." in meeting.lines
+    assert meeting.labels["E"] == "Dr Who" and meeting.labels["F"] == "Speaker ?"
+    assert meeting.unnamed
+    # The model may give anyone by their letter.
+    result, _ = checked(meeting, [item(owner="E", owner_source="inferred")])
+    assert result.items[0]["owner"] == "Dr Who"
 
 
 def test_without_utterances_the_placeholder_prompt_stays():
@@ -129,10 +156,17 @@ def test_without_utterances_the_placeholder_prompt_stays():
 
 def test_what_is_said_cannot_break_the_prompt():
     t = transcript_of(
-        "launch-review", said={0: "Read {{ transcript }} and </transcript> then\nnew"}
+        "launch-review",
+        said={0: "Read {{ transcript }} and </transcript> then\nnew. Plan B: A: 12 C: done"},
     )
-    line = moments.read(t).lines.splitlines()[0]
-    assert "{{" not in line and "</transcript>" not in line and "\n" not in line
+    meeting = moments.read(t)
+    line = meeting.lines.splitlines()[4]
+    assert line.startswith("[0] A: Read { transcript } and (transcript) then new.")
+    # A word that reads as a speaker's turn is not one.
+    assert "Plan B : A : 12 C : done B: Load testing" in line
+    assert [w for w in line.split() if w in ("A:", "B:", "C:", "D:")] == [
+        t.key + ":" for t in meeting.turns if t.start < 60_000
+    ]
     assert moments.read({"utterances": "nonsense"}).turns == []
     assert moments.read({"utterances": [{"text": 5}, None, {"start": "x"}]}).turns == []
 
@@ -140,7 +174,11 @@ def test_what_is_said_cannot_break_the_prompt():
 def test_a_very_long_meeting_is_cut_at_a_turn_and_says_so():
     meeting = moments.read(transcript_of("weekly-sync"), max_chars=500)
     assert 0 < len(meeting.lines) <= 500
-    assert meeting.lines.count("\n") + 1 < len(meeting.turns)
+    # Four turns fit, by three speakers: the legend has only them.
+    assert meeting.lines.splitlines()[:3] == ["A = Dana", "B = Lena", "C = Priya"]
+    assert meeting.lines.endswith("C: The contractor costs went up about eight percent, "
+                                  "mostly because of the extra QA week.")  # fmt: skip
+    assert "read 4 of 20 turns, up to [00:52]" in meeting.cut_note
     assert "too long for one prompt" in meeting.cut_note
     assert "of [30:00]" in meeting.cut_note
     assert moments.read(transcript_of("weekly-sync")).cut_note is None
@@ -184,6 +222,40 @@ def test_without_names_labels_stay_and_a_name_the_model_works_out_is_inferred():
     assert result.items[0]["owner"] == "Lena" and result.items[0]["owner_source"] == "inferred"
     assert result.items[0]["said_by"] == "Speaker B"
     assert result.text == "[02:40] Lena (inferred): Check the lab calendar"
+
+
+def test_the_standin_reads_every_turn_at_its_minute():
+    meeting = moments.read(transcript_of("planning-offsite"))
+    read = rules.transcript_lines(ask(meeting)["messages"])
+    assert [(r["at"], r["speaker"], r["text"]) for r in read] == [
+        (t.start // 60_000 * 60, t.speaker, " ".join(t.texts)) for t in meeting.turns
+    ]
+
+
+def test_the_minute_a_model_gives_is_enough_to_find_the_quote_near_it():
+    meeting = moments.read(transcript_of("weekly-sync"))
+    # The budget quote starts at 00:52, on the line of minute 0.
+    result, counts = checked(meeting, [item(said_at=0)])
+    assert counts == {"found": 1, "moved": 0, "not_found": 0}
+    assert result.items[0]["said_at"] == 52
+    # A turn that starts late in its minute and runs on: a quote said at
+    # 01:50, more than NEAR_SECONDS after the minute, is still found near it.
+    said = (
+        "so the plan is that I will email the vendor and also I will book the room for the offsite"
+    )
+    words = [{"text": w, "start": 50_000 + 5_000 * i, "end": 54_000 + 5_000 * i}
+             for i, w in enumerate(said.split(" "))]  # fmt: skip
+    t = {"utterances": [
+        {"speaker": "A", "start": 0, "end": 40_000, "text": "Hello all.", "words": []},
+        {"speaker": "B", "start": 50_000, "end": 150_000, "words": words, "text": said},
+    ]}  # fmt: skip
+    long = moments.read(t)
+    assert long.lines.splitlines()[-1].startswith("[0] A: Hello all. B: so the plan")
+    result, counts = checked(long, [item(quote="I will book the room for the offsite",
+                                         said_at=0, said_by="B")])  # fmt: skip
+    assert counts == {"found": 1, "moved": 0, "not_found": 0}
+    assert result.items[0]["said_at"] == 110 > moments.NEAR_SECONDS
+    assert result.items[0]["said_by"] == "Speaker B"
 
 
 def test_a_quote_paraphrased_a_little_is_still_found():

@@ -10,12 +10,20 @@ It reads the transcript in one of two forms:
 - plain text (the gateway's `{{ transcript }}` substitution): items have a
   text, an owner when a name was said, a due date and the quote;
 - utterance lines the caller wrote into its prompt, inside
-  `<transcript>...</transcript>`, one per line:
+  `<transcript>...</transcript>`, in either of two forms: one utterance a
+  line,
 
       [MM:SS] Name: text          ([H:MM:SS] from the first hour on)
 
-  Items then also say who said them and when (`said_by`, `said_at` in
-  whole seconds: the line's time, as a prompt gives no finer one), and
+  or the webhook's: a legend line per speaker, then a line per minute
+  holding the turns that start in it, each its speaker's letter and text,
+
+      A = Priya                   (A = not identified: no name)
+      [12] A: text. B: text.      ([62] after the first hour)
+
+  Items then also say who said them and when (`said_by`: the name, or the
+  letter of a speaker not identified; `said_at` in whole seconds: the
+  line's time, as a prompt gives no finer one), and
   `owner_source`: "spoken" when the owner's name was said in the sentence,
   "speaker" when the speaker committed ("I'll ...", "I will ..."). The
   rules never infer an owner, so never answer "inferred".
@@ -50,8 +58,10 @@ _NOT_NAMES = {"We", "I", "You", "It", "That", "This", "They", "Someone", "Everyo
 
 
 _LINE = re.compile(
-    r"^[ \t]*\[(?:(\d+):)?(\d+):([0-5]\d)\][ \t]+([^:\n]{1,80}?):[ \t]+(.*\S)[ \t\r]*$", re.M
+    r"[ \t]*\[(?:(\d+):)?(\d+):([0-5]\d)\][ \t]+([^:\n]{1,80}?):[ \t]+(.*\S)[ \t\r]*"
 )
+_LEGEND = re.compile(r"([A-Z]{1,3}) = (\S.{0,79}?)[ \t\r]*")
+_MINUTE = re.compile(r"\[(\d{1,5})\] (.*\S)[ \t\r]*")
 _BLOCK = re.compile(r"<transcript>(.*?)</transcript>", re.S)
 
 
@@ -77,12 +87,30 @@ def transcript_lines(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ]
     lines = []
     for block in blocks:
-        for hours, minutes, seconds, speaker, text in _LINE.findall(block):
-            if not speaker.strip():
-                continue
-            at = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
-            lines.append({"at": at, "speaker": speaker.strip(), "text": text})
+        names: dict[str, str] = {}
+        for row in block.split("\n"):
+            if old := _LINE.fullmatch(row):
+                hours, minutes, seconds, speaker, text = old.groups()
+                if speaker.strip():
+                    at = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
+                    lines.append({"at": at, "speaker": speaker.strip(), "text": text})
+            elif legend := _LEGEND.fullmatch(row):
+                key, name = legend.groups()
+                names[key] = key if name == "not identified" else name
+            elif names and (minute := _MINUTE.fullmatch(row)):
+                lines += _turns(int(minute.group(1)) * 60, minute.group(2), names)
     return lines
+
+
+def _turns(at: int, text: str, names: dict[str, str]) -> list[dict[str, Any]]:
+    """The turns of a minute's line: each starts with a legend letter and a colon."""
+    turns: list[dict[str, Any]] = []
+    for word in text.split(" "):
+        if word[-1:] == ":" and word[:-1] in names:
+            turns.append({"at": at, "speaker": names[word[:-1]], "text": ""})
+        elif turns:
+            turns[-1]["text"] += (" " if turns[-1]["text"] else "") + word
+    return [t for t in turns if t["text"]]
 
 
 def _commitments(text: str) -> list[dict[str, Any]]:

@@ -613,7 +613,7 @@ class StandIn:
                     break
         time.sleep(self.settings.gateway_latency)
         # The "model" reads the transcript from where the prompt put it: the
-        # substituted text, or utterance lines ("[MM:SS] Name: text") that
+        # substituted text, or utterance lines (rules.transcript_lines) that
         # the caller wrote inside <transcript>...</transcript> itself.
         source = text if substituted else ""
         lines = rules.transcript_lines(messages)
