@@ -4,6 +4,7 @@ Modules, one concern each:
     config        settings read once from the environment
     logs          one JSON object per log line, for Cloud Logging
     transport     the pooled HTTP session, timeouts and bounded retries
+    text          the one check for text from outside: refuse or repair, in bytes
     assemblyai    AssemblyAI's transcript API and LLM Gateway
     action_items  the prompt, the JSON schema and parsing of the answer
     inputs        validation of what callers send to the functions
@@ -19,5 +20,6 @@ Modules, one concern each:
     sweep         the scheduled sweep: what deliveries could not finish
     uploads       the storage trigger
     notify        signed notifications of each result
-    moments       the utterance prompt, quote checks and links
+    utterances    the turns read from the transcript, and the prompt lines
+    moments       quote checks and links
 """
