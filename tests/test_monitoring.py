@@ -43,6 +43,15 @@ ALL_FILES = [*METRIC_FILES, *POLICY_FILES, DASHBOARD_FILE]
 PREFIX = "meeting-actions"
 # What deploy.sh fills in (render_monitoring), with the values of a deployment.
 PLACEHOLDERS = {"@PREFIX@": PREFIX, "@PROJECT@": "acme-meetings", "@REGION@": "us-central1"}
+# What an operator failure's `fix` can say (lifecycle.py, uploads.py, main.py).
+FIXES = (
+    "assemblyai_api_key",
+    "firestore_permission",
+    "firestore_database",
+    "firestore_settings",
+    "storage_permission",
+    "function_configuration",
+)
 SIGNING_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
 
@@ -293,9 +302,12 @@ def test_every_operator_failure_says_what_to_fix(product_lines):
         "function_configuration",
     }, fixes
     assert None not in fixes
+    assert fixes <= set(FIXES), fixes - set(FIXES)
     doc = json.loads(rendered(MONITORING / "policies" / "operator-needed.json"))
-    for fix in fixes:
+    label = json.loads(rendered(MONITORING / "metrics" / "operator-failures.json"))
+    for fix in FIXES:
         assert f"`{fix}`" in doc["documentation"]["content"], fix
+        assert fix in label["metricDescriptor"]["labels"][0]["description"], fix
 
 
 @pytest.mark.parametrize("path", POLICY_FILES, ids=ids(POLICY_FILES))
@@ -340,3 +352,18 @@ def test_the_sweep_logs_its_backlog_on_every_run(product, capsys):  # noqa: F811
     assert stopped["waiting_operator"] == 3, "the one that failed and the two it left untried"
     assert stopped["due_by_state"]["queued"] == 3
     assert 600 <= stopped["oldest_waiting_s"] < 660
+
+
+def test_readme_operate_section_names_every_alert_metric_and_fix():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Operate\n") :].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for path in POLICY_FILES:
+        alert = json.loads(path.read_text())["displayName"].removeprefix("@PREFIX@: ")
+        assert any(row.startswith(f"| {alert} |") for row in rows), alert
+    for path in METRIC_FILES:
+        assert any(row.startswith(f"| `{path.stem}` |") for row in rows), path.stem
+    for fix in FIXES:
+        assert any(row.startswith(f"| `{fix}` |") for row in rows), fix
+    for flag in ("--alert-email", "--verify", "--delete", "--dry-run"):
+        assert flag in section, flag
