@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Deploy meeting-actions to a Google Cloud project: from an empty project
 # with billing on to a working deployment; run again to update in place.
+# Operators are told too: log-based metrics, alert policies and a dashboard
+# from the files in monitoring/ (README, Operate).
 #
 # Usage: ./deploy.sh --project ID [options]          deploy, then verify
 #        ./deploy.sh --verify --project ID [options] check a deployment; changes nothing
@@ -16,11 +18,14 @@
 #   --assemblyai-region R   us or eu (default us; or ASSEMBLYAI_REGION)
 #   --notify-url URL        https URL told when a meeting from the bucket is done (or NOTIFY_URL)
 #   --name-prefix PREFIX    prefix of every resource name, up to 20 characters (default meeting-actions)
+#   --alert-email ADDRESS   e-mail the alerts to ADDRESS (repeatable); a rerun keeps the
+#                           addresses given before (README, Operate)
 #   --public-submit         let anyone call submit_transcription (default: IAM invokers only)
 #   --update-api-key        store a new version of the AssemblyAI API key
 #   --rotate-webhook-secret generate a new webhook secret; the previous one stays accepted for 24 h
 #   --verify                only check the deployment (it also runs at the end of every deploy)
-#   --delete                delete the functions, job, secrets and service accounts (not the data)
+#   --delete                delete the functions, job, secrets, service accounts, alerts,
+#                           metrics and dashboard (not the data)
 #   --yes                   with --delete: do not ask first
 #   --dry-run               print every command in order, run none
 #   -h, --help              this text
@@ -48,6 +53,7 @@ COLLECTION=${FIRESTORE_COLLECTION:-meetings}
 LLM_MODEL=${LLM_MODEL:-claude-sonnet-4-6}
 AAI_REGION=${ASSEMBLYAI_REGION:-us}
 NOTIFY_URL=${NOTIFY_URL:-}
+ALERT_EMAILS=()
 PREFIX=meeting-actions
 PUBLIC_SUBMIT=false
 UPDATE_KEY=false
@@ -72,7 +78,7 @@ set_mode() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project | --region | --bucket | --audio-prefix | --collection | --llm-model | \
-      --assemblyai-region | --notify-url | --name-prefix)
+      --assemblyai-region | --notify-url | --name-prefix | --alert-email)
       [[ $# -ge 2 ]] || die "$1 needs a value (see --help)" ;;
   esac
   case "$1" in
@@ -85,6 +91,7 @@ while [[ $# -gt 0 ]]; do
     --assemblyai-region) AAI_REGION=$2; shift 2 ;;
     --notify-url) NOTIFY_URL=$2; shift 2 ;;
     --name-prefix) PREFIX=$2; shift 2 ;;
+    --alert-email) ALERT_EMAILS+=("${2,,}"); shift 2 ;;
     --public-submit) PUBLIC_SUBMIT=true; shift ;;
     --update-api-key) UPDATE_KEY=true; shift ;;
     --rotate-webhook-secret) ROTATE_SECRET=true; shift ;;
@@ -122,6 +129,11 @@ url_re='^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*)?
 # The longest service account id is PREFIX-scheduler: 30 characters at most.
 [[ $PREFIX =~ ^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$ ]] ||
   die "--name-prefix must be up to 20 lowercase letters, digits and dashes, starting with a letter"
+email_re='^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$'
+for address in "${ALERT_EMAILS[@]}"; do
+  [[ ${#address} -le 254 && $address =~ $email_re ]] ||
+    die "--alert-email must be an e-mail address (name@domain): got '$address'"
+done
 [[ $RETRY_ATTEMPTS =~ ^[1-9][0-9]{0,2}$ ]] || die "DEPLOY_RETRY_ATTEMPTS must be a whole number from 1"
 [[ $RETRY_BASE =~ ^[0-9]{1,4}$ ]] || die "DEPLOY_RETRY_BASE_SECONDS must be a whole number of seconds"
 [[ $ASSUME_YES == false || $MODE == delete ]] || die "--yes only goes with --delete"
@@ -151,6 +163,13 @@ EVENTS_SA="$PREFIX-events@$SA_DOMAIN"
 LEGACY_SA="$PREFIX-runtime@$SA_DOMAIN"
 ALL_SAS=("$BUILD_SA" "$WEBHOOK_SA" "$SUBMIT_SA" "$RECOVER_SA" "$SCHEDULER_SA" "$STORAGE_SA"
   "$REGEN_SA" "$EVENTS_SA")
+# Monitoring (README, Operate): one log-based metric per file in monitoring/metrics, named
+# PREFIX-FILE; the policies, the dashboard and the e-mail channels are found by display name.
+METRIC_NAMES=()
+for metric_file in monitoring/metrics/*.json; do
+  METRIC_NAMES+=("$PREFIX-$(basename "$metric_file" .json)")
+done
+CHANNEL_PREFIX="$PREFIX: alerts to "
 
 # --- running commands ------------------------------------------------------------------------
 # show CMD...: print a command the way a shell would take it back.
@@ -222,6 +241,8 @@ propagation_wait() {
       echo "the build service account's Cloud Build role to take effect" ;;
     *"service account"*"does not exist"*)
       echo "the new service account to become visible to IAM" ;;
+    *"cannot find metric(s) that match type"* | *"metric referenced by the provided filter is unknown"*)
+      echo "the new log-based metrics to become visible to Cloud Monitoring (up to 10 minutes)" ;;
     *) return 1 ;;
   esac
 }
@@ -377,6 +398,233 @@ deploy_function() {
     --set-secrets="$secrets" "$env_arg" "$@" --quiet
 }
 
+# --- monitoring: the files in monitoring/, made for this deployment -----------------------
+# The files name the deployment as @PREFIX@, @PROJECT@ and @REGION@ (all checked above to
+# hold only letters, digits and dashes); deploy.sh hands gcloud copies with them filled in.
+RENDERED=""
+render_monitoring() {
+  [[ -z $RENDERED ]] || return 0
+  RENDERED=$(mktemp -d "${TMPDIR:-/tmp}/meeting-actions-monitoring.XXXXXX")
+  if [[ $DRY_RUN == false ]]; then
+    trap 'rm -rf "$RENDERED"' EXIT
+  fi
+  mkdir -p "$RENDERED/metrics" "$RENDERED/policies"
+  local f
+  for f in monitoring/metrics/*.json monitoring/policies/*.json monitoring/dashboard.json; do
+    sed -e "s/@PREFIX@/$PREFIX/g" -e "s/@PROJECT@/$PROJECT/g" -e "s/@REGION@/$REGION/g" \
+      "$f" >"$RENDERED/${f#monitoring/}"
+  done
+  if grep -rq '@[A-Z_]*@' "$RENDERED"; then
+    die "monitoring/ uses a placeholder other than @PREFIX@, @PROJECT@ and @REGION@"
+  fi
+}
+
+# display_name_of FILE: its top-level displayName (the files are JSON indented by 2).
+display_name_of() {
+  local name re="^[A-Za-z0-9 :,.'()-]+$"
+  name=$(sed -n 's/^  "displayName": "\(.*\)",$/\1/p' "$1" | head -n 1)
+  [[ $name =~ $re ]] || die "$1 has no top-level \"displayName\" that deploy.sh can read"
+  echo "$name"
+}
+
+# line_for LIST DISPLAY_NAME: the line of LIST (NAME<tab>DISPLAY_NAME[<tab>...]) whose
+# display name is exactly DISPLAY_NAME; a list --filter may match more than that.
+line_for() {
+  local line name display
+  while IFS= read -r line; do
+    IFS=$'\t' read -r name display _ <<<"$line"
+    if [[ -n $name && $display == "$2" ]]; then
+      echo "$line"
+      return 0
+    fi
+  done <<<"$1"
+  return 1
+}
+has_display() { line_for "$@" >/dev/null; }
+
+# run_for VAR PLACEHOLDER CMD...: run (printed) and keep what it prints in VAR; a dry
+# run keeps PLACEHOLDER instead.
+run_for() {
+  local var=$1 placeholder=$2 out
+  shift 2
+  show "$@"
+  if [[ $DRY_RUN == true ]]; then
+    out=$placeholder
+  else
+    out=$("$@")
+  fi
+  printf -v "$var" '%s' "$out"
+}
+
+# This deployment's e-mail channels and alert policies, one "NAME<tab>DISPLAY_NAME" a line
+# (none in a dry run). Both carry the user label app=PREFIX.
+CHANNEL_LIST=""
+POLICY_LIST=""
+load_channels() {
+  [[ $DRY_RUN == true ]] && return 0
+  CHANNEL_LIST=$(gcloud beta monitoring channels list --filter="type=\"email\" AND userLabels.app=\"$PREFIX\"" \
+    --format='value(name,displayName)' --project="$PROJECT")
+}
+load_policies() {
+  [[ $DRY_RUN == true ]] && return 0
+  POLICY_LIST=$(gcloud alpha monitoring policies list --filter="userLabels.app=\"$PREFIX\"" \
+    --format='value(name,displayName)' --project="$PROJECT")
+}
+dashboard_list() {
+  [[ $DRY_RUN == true ]] && return 0
+  gcloud monitoring dashboards list --filter="displayName=\"$1\"" \
+    --format='value(name,displayName,etag)' --project="$PROJECT"
+}
+
+ensure_metrics() {
+  local f name
+  for f in "$RENDERED"/metrics/*.json; do
+    name="$PREFIX-$(basename "$f" .json)"
+    if exists gcloud logging metrics describe "$name" --project="$PROJECT"; then
+      run gcloud logging metrics update "$name" --config-from-file="$f" --project="$PROJECT"
+    else
+      run gcloud logging metrics create "$name" --config-from-file="$f" --project="$PROJECT"
+    fi
+  done
+}
+
+# The channels the policies notify: every e-mail channel deploy.sh made before (a rerun
+# without --alert-email keeps them) and one for each --alert-email address not there yet.
+CHANNELS=()
+ensure_channels() {
+  local name display address
+  load_channels
+  while IFS=$'\t' read -r name display; do
+    if [[ -n $name && $display == "$CHANNEL_PREFIX"* ]]; then
+      CHANNELS+=("$name")
+    fi
+  done <<<"$CHANNEL_LIST"
+  for address in "${ALERT_EMAILS[@]}"; do
+    if has_display "$CHANNEL_LIST" "$CHANNEL_PREFIX$address"; then
+      echo "  (e-mail channel for $address kept)"
+      continue
+    fi
+    run_for name "projects/$PROJECT/notificationChannels/NEW-CHANNEL-FOR-$address" \
+      gcloud beta monitoring channels create --type=email --display-name="$CHANNEL_PREFIX$address" \
+      --channel-labels="email_address=$address" --user-labels="app=$PREFIX" \
+      --description="meeting-actions alerts, made by deploy.sh --alert-email" \
+      --project="$PROJECT" --format='value(name)'
+    [[ $name =~ ^projects/[^/]+/notificationChannels/[A-Za-z0-9@._-]+$ ]] ||
+      die "could not read the name of the new e-mail channel for $address (got '$name')"
+    CHANNELS+=("$name")
+  done
+}
+
+ensure_policies() {
+  local f display line name joined
+  local -a create_flags=() update_flags=(--clear-notification-channels)
+  if ((${#CHANNELS[@]} > 0)); then
+    joined=$(IFS=,; echo "${CHANNELS[*]}")
+    create_flags=(--notification-channels="$joined")
+    update_flags=(--set-notification-channels="$joined")
+  else
+    echo "  (no --alert-email: the alert policies open incidents in the console but e-mail"
+    echo "   nobody; run ./deploy.sh again with --alert-email ADDRESS to be told)"
+  fi
+  load_policies
+  for f in "$RENDERED"/policies/*.json; do
+    display=$(display_name_of "$f")
+    if line=$(line_for "$POLICY_LIST" "$display"); then
+      IFS=$'\t' read -r name _ <<<"$line"
+      run_retrying gcloud alpha monitoring policies update "$name" --policy-from-file="$f" \
+        "${update_flags[@]}" --project="$PROJECT" --format=none
+    else
+      run_retrying gcloud alpha monitoring policies create --policy-from-file="$f" \
+        "${create_flags[@]}" --project="$PROJECT" --format=none
+    fi
+  done
+}
+
+ensure_dashboard() {
+  local f="$RENDERED/dashboard.json" display line name etag
+  display=$(display_name_of "$f")
+  if line=$(line_for "$(dashboard_list "$display")" "$display"); then
+    IFS=$'\t' read -r name _ etag <<<"$line"
+    # With the etag it was listed with: an edit made meanwhile is not overwritten blindly.
+    awk -v etag="$etag" 'NR == 1 && etag ~ /^[A-Za-z0-9]+$/ { print; print "  \"etag\": \"" etag "\","; next }
+      { print }' "$f" >"$f.update"
+    run gcloud monitoring dashboards update "$name" --config-from-file="$f.update" \
+      --project="$PROJECT" --format=none
+  else
+    run gcloud monitoring dashboards create --config-from-file="$f" --project="$PROJECT" --format=none
+  fi
+}
+
+verify_monitoring() {
+  render_monitoring
+  load_channels 2>/dev/null || true
+  load_policies 2>/dev/null || true
+  local name f display address
+  local -a missing=()
+  for name in "${METRIC_NAMES[@]}"; do
+    gcloud logging metrics describe "$name" --project="$PROJECT" >/dev/null 2>&1 || missing+=("$name")
+  done
+  check "log-based metrics exist (${#METRIC_NAMES[@]})" "$(holds [ "${#missing[@]}" = 0 ])" \
+    "missing: ${missing[*]} (./deploy.sh makes them)"
+  missing=()
+  for f in "$RENDERED"/policies/*.json; do
+    display=$(display_name_of "$f")
+    has_display "$POLICY_LIST" "$display" || missing+=("\"$display\"")
+  done
+  check "alert policies exist" "$(holds [ "${#missing[@]}" = 0 ])" \
+    "missing: ${missing[*]} (./deploy.sh makes them)"
+  display=$(display_name_of "$RENDERED/dashboard.json")
+  check "dashboard exists" \
+    "$(holds has_display "$(dashboard_list "$display" 2>/dev/null || true)" "$display")" \
+    "no dashboard named \"$display\" (./deploy.sh makes it)"
+  for address in "${ALERT_EMAILS[@]}"; do
+    check "alerts are e-mailed to $address" \
+      "$(holds has_display "$CHANNEL_LIST" "$CHANNEL_PREFIX$address")" "no e-mail channel for it"
+  done
+  if ! grep -qF "$CHANNEL_PREFIX" <<<"$CHANNEL_LIST"; then
+    echo "  note  the alert policies e-mail nobody (deploy with --alert-email ADDRESS)"
+  fi
+}
+
+delete_monitoring() {
+  render_monitoring
+  # A list that fails is shown and counted; the rest is still deleted.
+  load_channels || DELETE_FAILED=$((DELETE_FAILED + 1))
+  load_policies || DELETE_FAILED=$((DELETE_FAILED + 1))
+  local f name display line
+  if [[ $DRY_RUN == true ]]; then
+    for f in "$RENDERED"/policies/*.json; do
+      remove gcloud alpha monitoring policies delete "<the policy \"$(display_name_of "$f")\">" \
+        --project="$PROJECT" --quiet
+    done
+    remove gcloud beta monitoring channels delete "<each e-mail channel \"$CHANNEL_PREFIX...\">" \
+      --force --project="$PROJECT" --quiet
+  fi
+  # Every policy and channel of this deployment, also those of files since removed.
+  while IFS=$'\t' read -r name display; do
+    if [[ -n $name && $display == "$PREFIX: "* ]]; then
+      remove gcloud alpha monitoring policies delete "$name" --project="$PROJECT" --quiet
+    fi
+  done <<<"$POLICY_LIST"
+  while IFS=$'\t' read -r name display; do
+    if [[ -n $name && $display == "$CHANNEL_PREFIX"* ]]; then
+      remove gcloud beta monitoring channels delete "$name" --force --project="$PROJECT" --quiet
+    fi
+  done <<<"$CHANNEL_LIST"
+  display=$(display_name_of "$RENDERED/dashboard.json")
+  if [[ $DRY_RUN == true ]]; then
+    remove gcloud monitoring dashboards delete "<the dashboard \"$display\">" --project="$PROJECT" --quiet
+  elif line=$(line_for "$(dashboard_list "$display")" "$display"); then
+    IFS=$'\t' read -r name _ <<<"$line"
+    remove gcloud monitoring dashboards delete "$name" --project="$PROJECT" --quiet
+  fi
+  for name in "${METRIC_NAMES[@]}"; do
+    if exists gcloud logging metrics describe "$name" --project="$PROJECT"; then
+      remove gcloud logging metrics delete "$name" --project="$PROJECT" --quiet
+    fi
+  done
+}
+
 # --- the webhook secret's versions: which are mounted, and for how long ----------------
 # hook_versions: "NUMBER CREATE_TIME" of the two newest enabled versions.
 hook_versions() {
@@ -495,6 +743,8 @@ verify() {
     check "scheduler job's last run succeeded" false "no job"
   fi
 
+  verify_monitoring
+
   if ((FAILED_CHECKS > 0)); then
     die "verify: $FAILED_CHECKS of $CHECKS checks failed"
   fi
@@ -536,7 +786,8 @@ delete_all() {
 This deletes meeting-actions ($PREFIX-*) from project $PROJECT ($REGION):
   the functions, the Cloud Scheduler job $JOB, the secrets (the API key, the webhook
   secret, the notification signing secret: the receivers' copy stops verifying), the service
-  accounts and every role they hold${bucket:+ (including on gs://$bucket)}.
+  accounts and every role they hold${bucket:+ (including on gs://$bucket)}, and what tells
+  operators: the alert policies, their e-mail channels, the log-based metrics, the dashboard.
 It does NOT delete the Firestore data: the meetings in collection $COLLECTION stay.
 EOF
   if [[ $ASSUME_YES == false && $DRY_RUN == false ]]; then
@@ -545,6 +796,8 @@ EOF
     [[ $answer == "$PROJECT" ]] || die "not confirmed; nothing was deleted"
   fi
 
+  # Policies before the metrics and channels they name.
+  delete_monitoring
   if exists gcloud scheduler jobs describe "$JOB" --location="$REGION" --project="$PROJECT"; then
     remove gcloud scheduler jobs delete "$JOB" --location="$REGION" --project="$PROJECT" --quiet
   fi
@@ -619,13 +872,14 @@ fi
 
 echo "Deploying meeting-actions to project $PROJECT, region $REGION"
 detect_bucket
+render_monitoring
 
 # --- APIs, Firestore ---------------------------------------------------------------------------
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com \
   cloudbuild.googleapis.com artifactregistry.googleapis.com eventarc.googleapis.com \
   pubsub.googleapis.com firestore.googleapis.com secretmanager.googleapis.com \
   iam.googleapis.com iamcredentials.googleapis.com cloudscheduler.googleapis.com \
-  storage.googleapis.com logging.googleapis.com --project="$PROJECT"
+  storage.googleapis.com logging.googleapis.com monitoring.googleapis.com --project="$PROJECT"
 
 if ! exists gcloud firestore databases describe --database='(default)' --project="$PROJECT"; then
   run gcloud firestore databases create --database='(default)' --location="$REGION" --type=firestore-native --project="$PROJECT"
@@ -638,6 +892,9 @@ if [[ $DRY_RUN == false ]]; then
     --format='value(locationId)')
   [[ $DB_LOCATION =~ ^[a-z0-9-]+$ ]] || die "could not read the location of the Firestore database"
 fi
+
+# --- log-based metrics: early, so Cloud Monitoring knows them when the policies come --------
+ensure_metrics
 
 # --- identities --------------------------------------------------------------------------------
 LEGACY=false
@@ -779,6 +1036,11 @@ deploy_function "$FN_REGEN" regenerate_action_items "$REGEN_SA" 540 "$S_KEY,$S_N
   --memory=512Mi --cpu=1 --concurrency=1 --max-instances=10
 grant_invoker "$FN_REGEN" "$EVENTS_SA"
 
+# --- operators are told: e-mail channels, alert policies, the dashboard (README, Operate) ---
+ensure_channels
+ensure_policies
+ensure_dashboard
+
 # --- the scheduler's first call: waits for its invoker role to propagate --------------------
 # Done last, so the deploys above have already given IAM time.
 job_state() {
@@ -831,7 +1093,23 @@ Watch the meetings arrive in the Firestore console:
 Notifications are signed with the secret $NOTIFY_SECRET (Standard Webhooks, whsec_...).
 A receiver gets it with:
   gcloud secrets versions access latest --secret=$NOTIFY_SECRET --project=$PROJECT
+
+Operators: ${#METRIC_NAMES[@]} log-based metrics, the alert policies and the dashboard
+"$(display_name_of "$RENDERED/dashboard.json")" (README, Operate):
+  https://console.cloud.google.com/monitoring/dashboards?project=$PROJECT
 EOF
+if ((${#CHANNELS[@]} > 0)); then
+  echo "The alerts are e-mailed through ${#CHANNELS[@]} e-mail channel(s) named \"$CHANNEL_PREFIX...\";"
+  echo "a rerun keeps them. To stop e-mailing an address, delete its channel (its policies drop it):"
+  tell gcloud beta monitoring channels list --filter="type=\"email\" AND userLabels.app=\"$PREFIX\"" \
+    --format='value(name,displayName)' --project="$PROJECT"
+  tell gcloud beta monitoring channels delete CHANNEL_NAME --force --project="$PROJECT"
+else
+  echo "The alerts e-mail nobody yet: run ./deploy.sh again with --alert-email ADDRESS."
+fi
+if [[ $DRY_RUN == true ]]; then
+  echo "(dry run: the monitoring files as this deployment gets them are in $RENDERED)"
+fi
 if [[ -n $BUCKET ]]; then
   echo
   echo "Recordings uploaded to gs://$BUCKET/${AUDIO_PREFIX} start the same pipeline."

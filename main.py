@@ -61,7 +61,7 @@ def _answers_json(
         except inputs.InvalidRequest as exc:
             return _json(exc.body(), exc.status)
         except config.ConfigError as exc:
-            logs.error(f"misconfigured: {exc}")
+            logs.error(f"misconfigured: {exc}", kind="operator", fix="function_configuration")
             return _json({"error": f"the function is misconfigured: {exc}"}, 500)
         except Exception:  # noqa: BLE001 - a bug: log it, answer JSON, let callers retry
             logs.error("unexpected error", traceback=traceback.format_exc(limit=20))

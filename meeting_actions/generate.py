@@ -159,7 +159,7 @@ def _generate(
         return Busy("lost the claim before the result was written", transcript_id=tid)
     ms = {"claim": claimed - started, "transcript": asked - claimed,
           "gateway": answered - asked, "write": time.monotonic() - answered}  # fmt: skip
-    logs.info("action items written", tid, items=len(fields["action_items"]),
+    logs.info("action items written", tid, event="meeting_completed", items=len(fields["action_items"]),
               parsed_as=fields["llm"]["parsed_as"], ms={k: round(v * 1000) for k, v in ms.items()})  # fmt: skip
     return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})
 

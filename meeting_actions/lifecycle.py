@@ -96,6 +96,7 @@ class Failure(Exception):
         message: str,
         retry_after: float | None = None,
         rate_limited: bool = False,
+        fix: str | None = None,
     ):
         super().__init__(message)
         self.kind = kind
@@ -103,6 +104,9 @@ class Failure(Exception):
         self.retry_after = retry_after
         # A transient failure that only says "not so fast": it waits, it never counts.
         self.rate_limited = rate_limited
+        # An operator failure's short name for what to fix (the logs' `fix`,
+        # a label of the alert): see README, Operate.
+        self.fix = fix
 
 
 # --- results handed to the entry points --------------------------------------
@@ -178,6 +182,7 @@ def from_api_status(status: int | None, message: str, retry_after: float | None 
             Kind.OPERATOR,
             f"{message} (AssemblyAI rejected the API key: check ASSEMBLYAI_API_KEY and the "
             "account's balance; the meeting waits and is retried)",
+            fix="assemblyai_api_key",
         )
     return Failure(Kind.PERMANENT, message)
 
@@ -197,13 +202,17 @@ def from_firestore(exc: Exception) -> Failure:
     detail = str(getattr(exc, "message", "") or exc)[:300]
     if isinstance(exc, exceptions.PermissionDenied | exceptions.Unauthenticated):
         fix = "grant the function's service account roles/datastore.user"
+        code = "firestore_permission"
     elif isinstance(exc, exceptions.NotFound):
         fix = "create the Firestore database (deploy.sh does) or fix GOOGLE_CLOUD_PROJECT"
+        code = "firestore_database"
     elif isinstance(exc, _FIRESTORE_OPERATOR):
         fix = "check the Firestore database's mode and the collection name"
+        code = "firestore_settings"
     else:
         return Failure(Kind.TRANSIENT, f"Firestore is unavailable ({name})")
-    return Failure(Kind.OPERATOR, f"Firestore refused the request ({name}: {detail}): {fix}")
+    message = f"Firestore refused the request ({name}: {detail}): {fix}"
+    return Failure(Kind.OPERATOR, message, fix=code)
 
 
 # --- failures handed back as results ----------------------------------------------
@@ -222,7 +231,7 @@ def firestore_guard(func: Callable[..., Result]) -> Callable[..., Result]:
             tid = kwargs.get("transcript_id") or next(
                 (a for a in args[1:] if isinstance(a, str)), None
             )
-            logs.error(failure.message, tid, kind=str(failure.kind))
+            logs.error(failure.message, tid, kind=str(failure.kind), fix=failure.fix)
             return Busy(
                 "the meeting store (Firestore) is unavailable, try again later"
                 if failure.kind is Kind.TRANSIENT
@@ -238,7 +247,7 @@ def firestore_guard(func: Callable[..., Result]) -> Callable[..., Result]:
 def busy_for(failure: Failure, tid: str | None, what: str) -> Busy:
     """The Busy a transient or operator failure becomes, logged once."""
     if failure.kind is Kind.OPERATOR:
-        logs.error(f"{what}: {failure.message}", tid, kind=str(failure.kind))
+        logs.error(f"{what}: {failure.message}", tid, kind=str(failure.kind), fix=failure.fix)
         return Busy(f"{what}: {failure.message}", 60, Kind.OPERATOR, tid)
     logs.warning(f"{what}: {failure.message}", tid, kind=str(failure.kind))
     wait = min(max(failure.retry_after or RETRY_AFTER, 1), 300)

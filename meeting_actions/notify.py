@@ -245,7 +245,7 @@ def send(
         "elapsed_ms": round((time.monotonic() - started) * 1000),
     }
     if result.delivered:
-        logs.info("notification delivered", transcript_id, **fields)
+        logs.info("notification delivered", transcript_id, event="notification_delivered", **fields)
     else:
         logs.warning("notification not delivered", transcript_id, error=result.error, **fields)
     return result
@@ -521,6 +521,8 @@ def deliver(cfg: Any, transcript_id: str) -> str | None:
             next_at=None,
             error=f"gave up after {attempts} attempt(s): {outcome.error}",
         )
+        logs.error("notification given up", transcript_id, event="notification_given_up",
+                   attempts=attempts, error=note["error"])  # fmt: skip
     # On a lost race a new result replaced this one; its own notification follows.
     with contextlib.suppress(*record.LostRace):
         record.update(

@@ -91,7 +91,7 @@ def fail(
 ) -> Result:
     tid = held.doc_id
     message = logs.strip_url_queries(message)[:1000]
-    logs.error("the meeting failed", tid, error=message, stage=stage)
+    logs.error("the meeting failed", tid, event="meeting_failed", error=message, stage=stage)
     fields: dict[str, Any] = {
         "status": lifecycle.ERROR,
         "error": message,

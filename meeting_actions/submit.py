@@ -111,7 +111,7 @@ def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = 
         record_queued(cfg, tid, sub, source)
     except Failure as failure:
         logs.error("AssemblyAI accepted the job but its record could not be written", tid,
-                   error=failure.message)  # fmt: skip
+                   error=failure.message, kind=str(failure.kind), fix=failure.fix)  # fmt: skip
         return Busy(
             "AssemblyAI accepted the job but its record could not be written; "
             "it will be written when the transcript is ready. Do not resubmit.",

@@ -98,9 +98,10 @@ def sweep(cfg: Config, deadline: float | None = None) -> Result:
     counts: dict[str, int] = {}
     for name in results.values():
         counts[name] = counts.get(name, 0) + 1
-    if results or stopped:
-        logs.info("sweep", due=len(due), handled=len(results), stopped=stopped,
-                  waited_s=round(waited, 1), **counts)  # fmt: skip
+    # Every run, nothing due included: the backlog metric and its alerts read this line.
+    logs.info("sweep", event="sweep", due=len(due), handled=len(results), stopped=stopped,
+              waited_s=round(waited, 1), **_backlog(due, at, counts, stopped, len(queue)),
+              **counts)  # fmt: skip
     return Done("swept", detail={"due": len(due), "tried": len(results), "stopped": stopped,
                                  "results": results})  # fmt: skip
 
@@ -134,3 +135,27 @@ def _name(result: Result) -> str:
     if isinstance(result, Busy):
         return "rate_limited" if result.rate_limited else f"busy_{result.kind}"
     return "refused"
+
+
+def _backlog(
+    due: list[tuple[str, dict[str, Any], Any]],
+    at: dt.datetime,
+    counts: dict[str, int],
+    stopped: str | None,
+    left: int,
+) -> dict[str, Any]:
+    """The backlog as the sweep's summary line reports it (README, Operate):
+    the due meetings by state, how many wait for an operator (an operator
+    failure this run, and the ones left untried when it stopped the run),
+    and how long the oldest has been past its deadline (`sweep_at`)."""
+    by_state = dict.fromkeys(
+        (lifecycle.QUEUED, lifecycle.GENERATING, lifecycle.COMPLETED, lifecycle.ERROR), 0
+    )
+    for _tid, data, _version in due:
+        state = str(data.get("status"))
+        by_state[state] = by_state.get(state, 0) + 1
+    deadlines = [d["sweep_at"] for _t, d, _v in due if isinstance(d.get("sweep_at"), dt.datetime)]
+    oldest = max(0.0, (at - min(deadlines)).total_seconds()) if deadlines else 0.0
+    waiting = counts.get(f"busy_{Kind.OPERATOR}", 0) + (left if stopped == "operator" else 0)
+    return {"due_by_state": by_state, "waiting_operator": waiting,
+            "oldest_waiting_s": round(oldest)}  # fmt: skip

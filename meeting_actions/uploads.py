@@ -340,7 +340,8 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
     except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
         failure = _classify(exc)
         log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
-        log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri)
+        log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri,
+            kind=str(failure.kind), fix=failure.fix)  # fmt: skip
         _release(held, failure.message)
         raise Transient(f"{obj.uri}: {failure.message}") from None
     if not marked:
@@ -355,7 +356,7 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
             return
         log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
         log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri,
-            kind=str(failure.kind))  # fmt: skip
+            kind=str(failure.kind), fix=failure.fix)  # fmt: skip
         _release(held, failure.message)
         raise Transient(f"{obj.uri}: {failure.message}") from None
     # AssemblyAI accepted the job: from here on nothing raises, or the
@@ -390,7 +391,8 @@ def _classify(exc: Exception) -> Failure:
         return Failure(Kind.PERMANENT, f"the object cannot be read: {_text(exc)}")
     if isinstance(exc, exceptions.Forbidden | exceptions.Unauthorized):
         return Failure(Kind.OPERATOR, f"Cloud Storage refused access ({_text(exc)}): grant the "
-                       "function's service account roles/storage.objectViewer on the bucket")  # fmt: skip
+                       "function's service account roles/storage.objectViewer on the bucket",
+                       fix="storage_permission")  # fmt: skip
     return Failure(Kind.TRANSIENT, _text(exc))
 
 

@@ -87,7 +87,14 @@ STATE = os.environ["FAKE_GCLOUD_STATE"]
 DB = os.path.join(STATE, "cloud.json")
 PROJECT_NUMBER = "123456789012"
 COMMANDS = {tuple(c.split()) for c in """
+alpha monitoring policies create
+alpha monitoring policies delete
+alpha monitoring policies list
+alpha monitoring policies update
 auth print-identity-token
+beta monitoring channels create
+beta monitoring channels delete
+beta monitoring channels list
 firestore databases create
 firestore databases describe
 functions add-invoker-policy-binding
@@ -99,6 +106,14 @@ iam service-accounts add-iam-policy-binding
 iam service-accounts create
 iam service-accounts delete
 iam service-accounts describe
+logging metrics create
+logging metrics delete
+logging metrics describe
+logging metrics update
+monitoring dashboards create
+monitoring dashboards delete
+monitoring dashboards list
+monitoring dashboards update
 projects add-iam-policy-binding
 projects describe
 projects get-iam-policy
@@ -131,6 +146,9 @@ def load():
 
 
 state = load()
+for kind in ("metrics", "channels", "policies", "dashboards"):
+    state.setdefault(kind, {})
+state.setdefault("ids", 0)
 
 
 def save():
@@ -295,7 +313,9 @@ def gcloud():
             fail("ERROR: Policy binding with the specified principal, role, and condition not found!")
         b.remove([role, flag("member")])
 
-    if cmd == "services enable":
+    if cmd.startswith(("logging metrics", "beta monitoring", "alpha monitoring", "monitoring ")):
+        monitoring(cmd, pos, flags, flag, fmt, project)
+    elif cmd == "services enable":
         pass
     elif cmd == "auth print-identity-token":
         print("fake-identity-token")
@@ -412,6 +432,136 @@ def gcloud():
     save()
 
 
+def new_id():
+    state["ids"] += 1
+    return str(1000 + state["ids"])
+
+
+def read_config(flag_value):
+    """A --*-from-file the way gcloud reads it: the file must be there, as JSON (ours are)."""
+    with open(flag_value) as f:
+        return json.load(f)
+
+
+def listed(items, flags, fmt, columns):
+    """A list command: --filter of terms key="value" joined by AND (what deploy.sh uses),
+    --format=value(...) of the given columns."""
+    import re
+
+    terms = []
+    for expr in flags.get("filter", [None])[-1:]:
+        if expr is None:
+            continue
+        for term in expr.split(" AND "):
+            m = re.fullmatch(r'([A-Za-z.]+)="([^"]*)"', term.strip())
+            if not m:
+                fail(f"fake: unsupported filter {expr!r}", 3)
+            terms.append((m.group(1), m.group(2)))
+    if fmt != f"value({','.join(columns)})":
+        fail(f"fake: unsupported format {fmt}", 3)
+
+    def get(item, key):
+        for part in key.split("."):
+            item = item.get(part) if isinstance(item, dict) else None
+        return item
+
+    for item in items:
+        if all(get(item, k) == v for k, v in terms):
+            print("\t".join(str(get(item, c) or "") for c in columns))
+
+
+def metric_types(policy):
+    import re
+
+    found = set()
+    for c in policy.get("conditions", []):
+        for kind in ("conditionThreshold", "conditionAbsent"):
+            found |= set(re.findall(r'metric\.type="([^"]+)"', (c.get(kind) or {}).get("filter", "")))
+    return found
+
+
+def monitoring(cmd, pos, flags, flag, fmt, project):
+    """Cloud Monitoring and log-based metrics, as strict as Google where deploy.sh relies on it."""
+    metrics, channels = state["metrics"], state["channels"]
+    policies, dashboards = state["policies"], state["dashboards"]
+    if cmd in ("logging metrics create", "logging metrics update"):
+        exists = pos[0] in metrics
+        if exists != cmd.endswith("update"):
+            fail("ERROR: ALREADY_EXISTS: metric " + pos[0] if exists else "ERROR: NOT_FOUND: metric " + pos[0])
+        config = read_config(flag("config-from-file"))
+        labels = config.get("metricDescriptor", {}).get("labels", [])
+        if len(labels) != len(config.get("labelExtractors", {})):
+            fail("ERROR: (gcloud.logging.metrics.create) INVALID_ARGUMENT: Number of label "
+                 "descriptors must match number of label extractors")
+        metrics[pos[0]] = config
+    elif cmd == "logging metrics describe":
+        pos[0] in metrics or fail(f"ERROR: NOT_FOUND: Metric {pos[0]} does not exist.")
+    elif cmd == "logging metrics delete":
+        metrics.pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: Metric {pos[0]} does not exist.")
+    elif cmd == "beta monitoring channels create":
+        assert flag("type") == "email", flags
+        name = f"projects/{project}/notificationChannels/{new_id()}"
+        channels[name] = {"name": name, "type": "email", "displayName": flag("display-name"),
+                          "labels": parse_dict(flag("channel-labels")),
+                          "userLabels": parse_dict(flag("user-labels")),
+                          "description": flag("description")}
+        if fmt != "value(name)":
+            fail(f"fake: unsupported format {fmt}", 3)
+        print(name)
+    elif cmd == "beta monitoring channels list":
+        listed(list(channels.values()), flags, fmt, ["name", "displayName"])
+    elif cmd == "beta monitoring channels delete":
+        channels.pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: channel {pos[0]}")
+        using = [p for p in policies.values() if pos[0] in p["notificationChannels"]]
+        if using and "force" not in flags:
+            fail(f"ERROR: FAILED_PRECONDITION: channel {pos[0]} is used by {len(using)} policies")
+        for p in using:
+            p["notificationChannels"].remove(pos[0])
+    elif cmd in ("alpha monitoring policies create", "alpha monitoring policies update"):
+        if cmd.endswith("update") and pos[0] not in policies:
+            fail(f"ERROR: NOT_FOUND: policy {pos[0]}")
+        fault("metric")
+        policy = read_config(flag("policy-from-file"))
+        for t in sorted(metric_types(policy)):
+            if t.removeprefix("logging.googleapis.com/user/") not in metrics:
+                fail(f"ERROR: (gcloud.{cmd.replace(' ', '.')}) NOT_FOUND: Cannot find metric(s) that "
+                     f'match type = "{t}". If a metric was created recently, it could take up to '
+                     f"10 minutes to become available. Please try again soon.")
+        chans = list(policy.get("notificationChannels", []))
+        for key in ("notification-channels", "set-notification-channels"):
+            if flag(key):
+                chans = flag(key).split(",")
+        if "clear-notification-channels" in flags:
+            chans = []
+        for c in chans:
+            c in channels or fail(f"ERROR: NOT_FOUND: notification channel {c}")
+        name = pos[0] if cmd.endswith("update") else f"projects/{project}/alertPolicies/{new_id()}"
+        policies[name] = {**policy, "name": name, "notificationChannels": chans}
+    elif cmd == "alpha monitoring policies list":
+        listed(list(policies.values()), flags, fmt, ["name", "displayName"])
+    elif cmd == "alpha monitoring policies delete":
+        policies.pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: policy {pos[0]}")
+    elif cmd in ("monitoring dashboards create", "monitoring dashboards update"):
+        config = read_config(flag("config-from-file"))
+        if cmd.endswith("create"):
+            if "etag" in config or "name" in config:
+                fail("ERROR: INVALID_ARGUMENT: a new dashboard has no name or etag")
+            name = f"projects/{PROJECT_NUMBER}/dashboards/{new_id()}"
+        else:
+            name = pos[0]
+            old = dashboards.get(name) or fail(f"ERROR: NOT_FOUND: dashboard {name}")
+            if config.get("etag", old["etag"]) != old["etag"]:
+                fail("ERROR: ABORTED: the dashboard changed since its etag was read")
+        dashboards[name] = {**config, "name": name, "etag": "e" + new_id(),
+                            "updated_with_etag": "etag" in config}
+    elif cmd == "monitoring dashboards list":
+        listed(list(dashboards.values()), flags, fmt, ["name", "displayName", "etag"])
+    elif cmd == "monitoring dashboards delete":
+        dashboards.pop(pos[0], None) or fail(f"ERROR: NOT_FOUND: dashboard {pos[0]}")
+    else:
+        fail(f"fake: {cmd} is not faked", 3)
+
+
 def can_read(member, secret):
     grants = state["secrets"].get(secret, {}).get("bindings", []) + state["project_bindings"]
     return ["roles/secretmanager.secretAccessor", member] in grants
@@ -505,6 +655,11 @@ class Cloud:
             "faults": {},
             "broken": [],
             "clock": 0,
+            "metrics": {},
+            "channels": {},
+            "policies": {},
+            "dashboards": {},
+            "ids": 0,
         }
 
     @property
@@ -538,6 +693,7 @@ class Cloud:
             "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
             "FAKE_GCLOUD_STATE": str(self.dir),
             "HOME": str(self.tmp),
+            "TMPDIR": str(self.tmp),
             "DEPLOY_RETRY_BASE_SECONDS": "0",
             **(env or {}),
         }
@@ -618,6 +774,22 @@ ENTRY = {
     f"{P}-regenerate": "regenerate_action_items",
 }
 KEY = f"{P}-assemblyai-api-key"
+# What tells operators (monitoring/): metric names, policy and dashboard display names.
+MONITORING = ROOT / "monitoring"
+METRICS = {f"{P}-{f.stem}" for f in (MONITORING / "metrics").glob("*.json")}
+POLICIES = {
+    json.loads(f.read_text())["displayName"].replace("@PREFIX@", P)
+    for f in (MONITORING / "policies").glob("*.json")
+}
+DASHBOARD = json.loads((MONITORING / "dashboard.json").read_text())["displayName"].replace(
+    "@PREFIX@", P
+)
+OPS, ONCALL = "ops@acme.test", "oncall@acme.test"
+METRIC_UNKNOWN = (
+    "ERROR: (gcloud.alpha.monitoring.policies.create) NOT_FOUND: Cannot find metric(s) that "
+    f'match type = "logging.googleapis.com/user/{P}-operator-failures". If a metric was created '
+    "recently, it could take up to 10 minutes to become available. Please try again soon."
+)
 HOOK = f"{P}-webhook-secret"
 NOTIFY = f"{P}-notify-signing-secret"
 GCS_AGENT = "serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"
@@ -734,7 +906,7 @@ def test_first_run_deploys_every_function_with_its_own_identity(deployed):
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", created[NOTIFY])
     assert "gcloud auth print-identity-token" in stdout and "firestore" in stdout
     assert f"gcloud secrets versions access latest --secret={NOTIFY} --project={PROJECT}" in stdout
-    assert "All 11 checks passed." in stdout
+    assert "All 14 checks passed." in stdout
 
 
 def test_each_function_mounts_only_its_secrets(deployed):
@@ -924,7 +1096,7 @@ def test_propagation_delays_on_each_racing_step_are_waited_out(gcloud):
     assert len(argv(calls, "functions", "deploy", f"{P}-webhook")) == 4
     assert len(argv(calls, "functions", "deploy", f"{P}-storage")) == 3
     assert len(argv(calls, "scheduler", "jobs", "run")) == 3
-    assert "All 11 checks passed." in out
+    assert "All 14 checks passed." in out
 
 
 @pytest.mark.parametrize(
@@ -971,6 +1143,205 @@ def test_an_error_that_is_not_propagation_fails_at_once(gcloud):
     assert len(argv(calls, "functions", "deploy")) == 1
 
 
+# --- operators are told: metrics, alert policies, e-mail channels, a dashboard ---------------------
+
+
+def monitoring_creates(calls) -> dict[str, list[list[str]]]:
+    return {
+        "metrics": argv(calls, "logging", "metrics", "create"),
+        "channels": argv(calls, "beta", "monitoring", "channels", "create"),
+        "policies": argv(calls, "alpha", "monitoring", "policies", "create"),
+        "dashboards": argv(calls, "monitoring", "dashboards", "create"),
+    }
+
+
+NOTHING_MADE = {"metrics": [], "channels": [], "policies": [], "dashboards": []}
+
+
+@pytest.fixture(scope="module")
+def alerted(tmp_path_factory) -> dict:
+    """The state after a first deploy with two alert addresses."""
+    cloud = Cloud(tmp_path_factory.mktemp("alerted"))
+    done, calls = cloud("--alert-email", OPS, "--alert-email", "OnCall@Acme.test")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"state": cloud.state, "stdout": done.stdout, "calls": calls}
+
+
+def test_alert_email_makes_a_channel_each_the_metrics_the_policies_and_a_dashboard(alerted):
+    state, made = alerted["state"], monitoring_creates(alerted["calls"])
+    channels = state["channels"]
+    assert len(made["channels"]) == 2
+    assert sorted(c["labels"]["email_address"] for c in channels.values()) == [ONCALL, OPS]
+    assert {c["displayName"] for c in channels.values()} == {
+        f"{P}: alerts to {OPS}",
+        f"{P}: alerts to {ONCALL}",
+    }
+    assert all(c["type"] == "email" and c["userLabels"] == {"app": P} for c in channels.values())
+
+    assert len(METRICS) >= 5 and set(state["metrics"]) == METRICS
+    assert len(made["metrics"]) == len(METRICS)
+    assert len(POLICIES) >= 4 and {p["displayName"] for p in state["policies"].values()} == POLICIES
+    assert len(made["policies"]) == len(POLICIES)
+    for policy in state["policies"].values():
+        assert sorted(policy["notificationChannels"]) == sorted(channels), policy["displayName"]
+    assert [d["displayName"] for d in state["dashboards"].values()] == [DASHBOARD]
+    assert len(made["dashboards"]) == 1
+
+    # The metrics come first: Monitoring takes minutes to know a new one, and the functions'
+    # deploys give it that time before the policies that name them.
+    order = [" ".join(c["argv"][:4]) for c in alerted["calls"]]
+    last_metric = max(i for i, o in enumerate(order) if o.startswith("logging metrics create"))
+    first_function = next(i for i, o in enumerate(order) if o.startswith("functions deploy"))
+    first_policy = next(i for i, o in enumerate(order) if o.startswith("alpha monitoring policies"))
+    assert last_metric < first_function < first_policy
+    assert "e-mailed through 2 e-mail channel(s)" in alerted["stdout"]
+
+
+def test_what_gcloud_is_handed_is_googles_types_made_for_this_deployment(alerted):
+    from google.cloud import monitoring_dashboard_v1, monitoring_v3
+    from google.cloud.logging_v2.types import LogMetric
+
+    state = alerted["state"]
+    handed = json.dumps([state["metrics"], state["policies"], state["dashboards"]])
+    assert not re.search(r"@[A-Z_]+@", handed), "every placeholder is filled in"
+    assert PROJECT in handed
+    known = {f"logging.googleapis.com/user/{name}" for name in state["metrics"]}
+    for config in state["metrics"].values():
+        LogMetric.from_json(json.dumps(config))
+        assert f'resource.labels.service_name=~"^{P}-(' in config["filter"]
+    for policy in state["policies"].values():
+        monitoring_v3.AlertPolicy.from_json(json.dumps(policy))
+        assert set(re.findall(r'metric\.type="([^"]+)"', json.dumps(policy).replace('\\"', '"')))
+    for dashboard in state["dashboards"].values():
+        monitoring_dashboard_v1.Dashboard.from_json(
+            json.dumps({k: v for k, v in dashboard.items() if k != "updated_with_etag"})
+        )
+    named = set(re.findall(r'metric\.type=\\"([^"\\]+)\\"', handed))
+    assert named and named <= known, named - known
+
+
+def test_a_rerun_makes_nothing_twice_and_keeps_the_addresses_given_before(gcloud, alerted):
+    gcloud.state = copy.deepcopy(alerted["state"])
+    channels = sorted(gcloud.state["channels"])
+    for args in ((), ("--alert-email", OPS)):
+        done, calls = gcloud(*args, key=None)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert monitoring_creates(calls) == NOTHING_MADE, args
+        assert len(argv(calls, "logging", "metrics", "update")) == len(METRICS)
+        assert len(argv(calls, "alpha", "monitoring", "policies", "update")) == len(POLICIES)
+        assert len(argv(calls, "monitoring", "dashboards", "update")) == 1
+        state = gcloud.state
+        assert sorted(state["channels"]) == channels
+        assert len(state["policies"]) == len(POLICIES) and len(state["dashboards"]) == 1
+        for policy in state["policies"].values():
+            assert sorted(policy["notificationChannels"]) == channels, (args, policy)
+        (dashboard,) = state["dashboards"].values()
+        assert dashboard["updated_with_etag"], (
+            "the dashboard is updated with the etag it was read with"
+        )
+
+    done, calls = gcloud("--alert-email", "new@acme.test", key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {k: len(v) for k, v in monitoring_creates(calls).items()} == {
+        "metrics": 0, "channels": 1, "policies": 0, "dashboards": 0,
+    }  # fmt: skip
+    assert all(len(p["notificationChannels"]) == 3 for p in gcloud.state["policies"].values())
+
+    done, _ = gcloud(
+        "--verify", "--alert-email", OPS, "--alert-email", "nobody@acme.test", key=None
+    )
+    assert f"  ok    alerts are e-mailed to {OPS}" in done.stdout
+    assert "  FAIL  alerts are e-mailed to nobody@acme.test" in done.stdout
+    assert done.returncode != 0
+
+
+def test_without_alert_email_the_metrics_policies_and_dashboard_are_made_e_mailing_nobody(deployed):
+    state, made = deployed["state"], monitoring_creates(deployed["calls"])
+    assert set(state["metrics"]) == METRICS
+    assert {p["displayName"] for p in state["policies"].values()} == POLICIES
+    assert all(p["notificationChannels"] == [] for p in state["policies"].values())
+    assert [d["displayName"] for d in state["dashboards"].values()] == [DASHBOARD]
+    assert state["channels"] == {} and made["channels"] == []
+    assert (
+        "no --alert-email: the alert policies open incidents in the console but e-mail"
+        in (deployed["stdout"])
+    )
+    assert "The alerts e-mail nobody yet" in deployed["stdout"]
+
+
+def test_delete_removes_every_policy_channel_metric_and_the_dashboard_and_no_one_elses(
+    gcloud, alerted
+):
+    state = copy.deepcopy(alerted["state"])
+    other = "projects/acme-meetings/notificationChannels/other"
+    state["channels"][other] = {"name": other, "type": "email", "displayName": "other: alerts to x@y.z",
+                                "labels": {}, "userLabels": {"app": "other"}}  # fmt: skip
+    theirs = "projects/acme-meetings/alertPolicies/theirs"
+    state["policies"][theirs] = {"name": theirs, "displayName": "other: an alert",
+                                 "userLabels": {"app": "other"}, "notificationChannels": [other]}  # fmt: skip
+    gcloud.state = state
+    done, calls = gcloud("--delete", "--yes", key=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = gcloud.state
+    assert left["metrics"] == {} and left["dashboards"] == {}
+    assert list(left["policies"]) == [theirs] and list(left["channels"]) == [other]
+    assert len(argv(calls, "alpha", "monitoring", "policies", "delete")) == len(POLICIES)
+    channel_deletes = argv(calls, "beta", "monitoring", "channels", "delete")
+    assert len(channel_deletes) == 2 and all("--force" in a for a in channel_deletes)
+    assert len(argv(calls, "logging", "metrics", "delete")) == len(METRICS)
+    assert len(argv(calls, "monitoring", "dashboards", "delete")) == 1
+    # The policies go first: none is left naming a channel or a metric that is gone.
+    deletes = [" ".join(c["argv"][:3]) for c in calls if "delete" in c["argv"][2:4]]
+    last_policy = max(i for i, d in enumerate(deletes) if d == "alpha monitoring policies")
+    others = ("beta monitoring channels", "logging metrics delete")
+    assert last_policy < min(i for i, d in enumerate(deletes) if d in others)
+    assert "the alert policies, their e-mail channels, the log-based metrics, the dashboard" in (
+        done.stdout
+    )
+    done, _ = gcloud("--delete", "--yes", key=None)
+    assert done.returncode == 0, "deleting again finds nothing to do: " + done.stderr
+
+
+def test_the_dry_runs_print_every_monitoring_step(gcloud):
+    done, calls = gcloud("--dry-run", "--alert-email", OPS)
+    assert done.returncode == 0, done.stderr
+    assert calls == []
+    plan = [line for line in done.stdout.splitlines() if line.startswith("+ gcloud")]
+    assert sum("logging metrics create" in line for line in plan) == len(METRICS)
+    assert sum("beta monitoring channels create" in line for line in plan) == 1
+    policies = [line for line in plan if "alpha monitoring policies create" in line]
+    assert len(policies) == len(POLICIES)
+    assert all(f"--notification-channels=projects/{PROJECT}/notificationChannels/" in line
+               for line in policies)  # fmt: skip
+    assert sum("monitoring dashboards create" in line for line in plan) == 1
+    kept = re.search(
+        r"the monitoring files as this deployment gets them are in (\S+)\)", done.stdout
+    )
+    files = list(Path(kept.group(1)).rglob("*.json"))
+    assert len(files) == len(METRICS) + len(POLICIES) + 1
+    assert not any(re.search(r"@[A-Z_]+@", f.read_text()) for f in files)
+
+    done, calls = gcloud("--delete", "--dry-run", key=None)
+    assert done.returncode == 0, done.stderr
+    assert calls == []
+    plan = [line for line in done.stdout.splitlines() if line.startswith("+ gcloud")]
+    assert sum("alpha monitoring policies delete" in line for line in plan) == len(POLICIES)
+    assert sum("beta monitoring channels delete" in line for line in plan) == 1
+    assert sum("monitoring dashboards delete" in line for line in plan) == 1
+    assert sum("logging metrics delete" in line for line in plan) == len(METRICS)
+    for line in plan:
+        shlex.split(line)
+
+
+def test_a_metric_monitoring_does_not_know_yet_is_waited_for(gcloud):
+    gcloud.fault("metric", 2, METRIC_UNKNOWN)
+    done, calls = gcloud()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "for the new log-based metrics to become visible to Cloud Monitoring" in done.stdout
+    assert len(argv(calls, "alpha", "monitoring", "policies", "create")) == len(POLICIES) + 2
+    assert len(gcloud.state["policies"]) == len(POLICIES)
+
+
 # --- verify -------------------------------------------------------------------------------------------
 
 CHECKS = {
@@ -989,6 +1360,9 @@ CHECKS = {
     f"function {P}-regenerate is ACTIVE": lambda s: s["functions"][f"{P}-regenerate"].update(
         state="FAILED"
     ),
+    f"log-based metrics exist ({len(METRICS)})": lambda s: s["metrics"].pop(f"{P}-sweep-backlog"),
+    "alert policies exist": lambda s: s["policies"].popitem(),
+    "dashboard exists": lambda s: s["dashboards"].clear(),
 }
 
 
@@ -1015,7 +1389,8 @@ def test_verify_fails_each_check_when_its_condition_is_broken(gcloud, deployed, 
     done, _ = gcloud("--verify", "--bucket", "acme-recordings", key=None)
     assert done.returncode != 0
     failed = [line for line in done.stdout.splitlines() if line.startswith("  FAIL")]
-    expected = [check] + (["scheduler job's last run succeeded"] if "exists" in check else [])
+    job_gone = check.startswith("scheduler job") and "exists" in check
+    expected = [check] + (["scheduler job's last run succeeded"] if job_gone else [])
     assert [line[8:].split(":")[0] for line in failed] == expected
     assert "checks failed" in done.stderr
 
@@ -1086,6 +1461,9 @@ def test_an_llm_model_that_could_inject_settings_is_refused(gcloud, model):
         (("--name-prefix", "a-very-long-name-prefix"), "--name-prefix"),
         (("--collection", "a/b"), "--collection"),
         (("--project", "Bad_Project"), "--project"),
+        (("--alert-email", "not-an-address"), "--alert-email"),
+        (("--alert-email", "a@acme.test,b@acme.test"), "--alert-email"),
+        (("--alert-email", "a@acme.test --x"), "--alert-email"),
     ],
 )
 def test_every_input_reaching_gcloud_is_validated(gcloud, args, complaint):
@@ -1149,15 +1527,24 @@ def gcloud_commands_printed(text: str) -> list[list[str]]:
     return found
 
 
-def test_every_gcloud_command_and_flag_used_is_in_the_578_help_pages(gcloud, deployed):
+def test_every_gcloud_command_and_flag_used_is_in_the_578_help_pages(gcloud, deployed, alerted):
     if not REFERENCE.is_dir():
         pytest.skip(f"{REFERENCE} is not here")
     used = [c["argv"] for c in deployed["calls"]] + gcloud_commands_printed(deployed["stdout"])
+    used += [c["argv"] for c in alerted["calls"]] + gcloud_commands_printed(alerted["stdout"])
     gcloud.state = copy.deepcopy(deployed["state"])
     gcloud.edit(legacy_layout)
     for args in (
-        ("--bucket", "acme-recordings", "--rotate-webhook-secret", "--public-submit"),
-        ("--verify", "--bucket", "acme-recordings", "--public-submit"),
+        ("--bucket", "acme-recordings", "--public-submit"),  # no channels: policies cleared
+        (
+            "--bucket",
+            "acme-recordings",
+            "--rotate-webhook-secret",
+            "--public-submit",
+            "--alert-email",
+            OPS,
+        ),
+        ("--verify", "--bucket", "acme-recordings", "--public-submit", "--alert-email", OPS),
         ("--delete", "--yes"),
     ):
         done, calls = gcloud(*args, key=None)
@@ -1181,6 +1568,22 @@ def test_every_gcloud_command_and_flag_used_is_in_the_578_help_pages(gcloud, dep
             assert any(re.search(f, text) for f in forms), f"--{name} is not in {page.name}"
             seen.add((page.name, name))
     assert ("functions_deploy.txt", "build-service-account") in seen
+    for page, name in (
+        ("logging_metrics_create.txt", "config-from-file"),
+        ("logging_metrics_update.txt", "config-from-file"),
+        ("beta_monitoring_channels_create.txt", "channel-labels"),
+        ("beta_monitoring_channels_list.txt", "filter"),
+        ("beta_monitoring_channels_delete.txt", "force"),
+        ("alpha_monitoring_policies_create.txt", "policy-from-file"),
+        ("alpha_monitoring_policies_create.txt", "notification-channels"),
+        ("alpha_monitoring_policies_update.txt", "set-notification-channels"),
+        ("alpha_monitoring_policies_update.txt", "clear-notification-channels"),
+        ("alpha_monitoring_policies_list.txt", "filter"),
+        ("monitoring_dashboards_create.txt", "config-from-file"),
+        ("monitoring_dashboards_update.txt", "config-from-file"),
+        ("monitoring_dashboards_list.txt", "filter"),
+    ):
+        assert (page, name) in seen, (page, name)
 
 
 def test_readme_deploy_section_names_every_identity():
