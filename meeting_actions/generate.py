@@ -12,7 +12,7 @@ from typing import Any
 from . import (
     action_items,
     assemblyai,
-    inputs,
+    console,
     lease,
     lifecycle,
     logs,
@@ -20,10 +20,13 @@ from . import (
     notify,
     outcomes,
     record,
+    text,
 )
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Result
+
+MAX_NOTE_BYTES = 2000
 
 
 def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
@@ -50,12 +53,20 @@ def holding(
         raise  # Firestore is away: the guard answers "later", the lease expires
     except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
         return outcomes.crashed(cfg, held, exc)
-    if isinstance(result, Done) and held.data.get("result_version") == 1:
+    if not isinstance(result, Done) or result.detail.get("kept_previous"):
+        return result
+    if held.data.get("result_version") == 1:
         # Once per meeting, at its first result (not on every claim).
         _resolve_upload(cfg, held.data.get("source"), held.doc_id)
-    if isinstance(result, Done) and held.data.get("notify_url"):
+    if held.data.get("notify_url"):
         _notify_now(cfg, held.doc_id, deadline)
     return result
+
+
+def regenerating(held: lease.Lease) -> bool:
+    """Whether the claim serves a person's regeneration (regenerate.py
+    marks it with the state to go back to)."""
+    return held.state.get("regenerating_from") in lifecycle.FINAL
 
 
 def _resolve_upload(cfg: Config, source: Any, tid: str) -> None:
@@ -120,30 +131,64 @@ def _generate(
     if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
         held.release("no time left in this run for the LLM Gateway")
         return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
-    answer_format = (held.data.get("options") or {}).get("answer_format") or hints.answer_format
+    # What a person set on the document (console.py): a malformed field
+    # keeps the previous result of a regeneration, and is ignored, with a
+    # note, by a first generation.
+    asked = console.asked(held.data)
+    if asked.refusals and regenerating(held):
+        return outcomes.keep_previous(
+            held,
+            console.note(
+                asked.refusals[0],
+                "the previous result is kept; fix it, then set regenerate again",
+            ),
+        )
+    notes = [console.note(r, "ignored: generated with the default") for r in asked.refusals]
+    answer_format = asked.answer_format or hints.answer_format
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
-    # A person may name another model on the document (regeneration).
-    override = held.data.get("llm_model")
-    model = override if inputs.is_model_name(override) else cfg.llm_model
+    model = asked.llm_model or cfg.llm_model
     body = action_items.request_body(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
-    asked = time.monotonic()
+    asked_at = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
     except assemblyai.ApiError as exc:
-        return outcomes.gateway_failed(cfg, held, exc)
+        failure = exc.failure()
+        if model == cfg.llm_model or failure.kind is not Kind.PERMANENT:
+            return outcomes.gateway_failed(cfg, held, exc)
+        # The gateway refused the request with a model a person chose: the
+        # person's to fix, never the meeting's end (a refusal is not paid).
+        refused = f"the LLM Gateway refused llm_model {model!r}: {failure.message}"
+        if regenerating(held):
+            return outcomes.keep_previous(
+                held,
+                f"{refused}; the previous result is kept; fix or remove llm_model, then set "
+                "regenerate again",
+            )
+        notes.append(f"{refused}; generated with {cfg.llm_model} instead")
+        model = cfg.llm_model
+        body = {**body, "model": model}
+        if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
+            held.release("no time left in this run for the LLM Gateway")
+            return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
+        try:
+            answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
+        except assemblyai.ApiError as again:
+            return outcomes.gateway_failed(cfg, held, again)
     answered = time.monotonic()
     # From here on the answer is paid for: whatever fails is poison.
     try:
         fields = _result_fields(
-            cfg, answer, facts, meeting, held.data.get("source"), model, answer_format
+            cfg, answer, facts, meeting, console.source(held.data), model, answer_format
         )
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
+        if notes:
+            fields["regenerate_note"] = text.storable(" ".join(notes), MAX_NOTE_BYTES)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         return outcomes.poison(cfg, held, _reason(exc))
     try:
@@ -157,8 +202,8 @@ def _generate(
         return outcomes.poison(cfg, held, f"the result could not be stored: {_reason(exc)}")
     if not written:
         return Busy("lost the claim before the result was written", transcript_id=tid)
-    ms = {"claim": claimed - started, "transcript": asked - claimed,
-          "gateway": answered - asked, "write": time.monotonic() - answered}  # fmt: skip
+    ms = {"claim": claimed - started, "transcript": asked_at - claimed,
+          "gateway": answered - asked_at, "write": time.monotonic() - answered}  # fmt: skip
     logs.info("action items written", tid, items=len(fields["action_items"]),
               parsed_as=fields["llm"]["parsed_as"], ms={k: round(v * 1000) for k, v in ms.items()})  # fmt: skip
     return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})

@@ -126,7 +126,8 @@ def claim(
 
     `decide` sees the document (None if missing) and may refuse; a live
     lease of another holder is refused here, for everyone. `on_claim` gives
-    the fields the claim sets besides the lease (a status, say). Without
+    the fields the claim sets besides the lease (a status, say), and under
+    `field` any bookkeeping of its own for the lease's map. Without
     `create`, a missing document is the decide function's business; with
     it, the document is created, claimed, from what it returns.
     """
@@ -154,7 +155,9 @@ def claim(
             claimed_at=at,
             attempts=int(state.get("attempts") or 0),
         )
-        fields = {**on_claim(data), field: state, "sweep_at": expiry}
+        fields = on_claim(data)
+        state.update(fields.pop(field, None) or {})
+        fields = {**fields, field: state, "sweep_at": expiry}
         stamped = {**fields, "updated_at": record.SERVER_TIMESTAMP}
         try:
             if data is None:

@@ -3,15 +3,17 @@ result version (completed or error), or a failure classified into what
 happens next. A rate limit waits uncounted, a transient failure is retried
 a bounded number of times, an operator failure waits for a person, a
 refusal or a poison answer ends the meeting in `error`, and a crash gives
-the claim back counted.
+the claim back counted. A regeneration that cannot produce a result it
+should (a person's edit the gateway refused, say) keeps the previous one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import traceback
 from typing import Any
 
-from . import assemblyai, lease, lifecycle, logs, notify, record
+from . import assemblyai, console, lease, lifecycle, logs, notify, record, text
 from .config import Config
 from .lifecycle import Busy, Done, Kind, Result
 
@@ -72,6 +74,33 @@ def crashed(cfg: Config, held: lease.Lease, exc: Exception) -> Result:
     except Exception:  # noqa: BLE001 - the lease expires by itself
         logs.error("could not give the claim back", tid)
     return Busy("internal error, try again later", transcript_id=tid)
+
+
+def keep_previous(held: lease.Lease, note: str) -> Result:
+    """A regeneration that should not replace the result: the meeting goes
+    back to the result it had when the request was claimed (its fields
+    were never touched), with `regenerate_note` saying why. No new result
+    version, no notification; the copy the claim put in `history` goes."""
+    tid = held.doc_id
+    data = held.data
+    previous = held.state.get("regenerating_from")
+    if previous not in lifecycle.FINAL:
+        previous = lifecycle.COMPLETED if console.items(data) else lifecycle.ERROR
+    history = console.history(data)
+    same = ("result_version", "result_id", "completed_at", "error")
+    if history and all(history[-1].get(k) == data.get(k) for k in same):
+        history.pop()
+    note = text.storable(logs.strip_url_queries(note), 2000)
+    logs.warning("regeneration refused; the previous result is kept", tid, note=note)
+    fields: dict[str, Any] = {"status": previous, "history": history, "regenerate_note": note}
+    pending = console.notification(data)
+    if pending.get("status") in ("pending", "sending") and isinstance(
+        pending.get("next_at"), dt.datetime
+    ):
+        fields["sweep_at"] = pending["next_at"]  # the previous result's notification goes on
+    if not held.finish(fields):
+        return Busy("lost the claim before the previous result was put back", transcript_id=tid)
+    return Done(previous, tid, f"{held.collection}/{tid}", {"kept_previous": True})
 
 
 def final(held: lease.Lease, fields: dict[str, Any]) -> bool:

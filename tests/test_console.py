@@ -1,0 +1,193 @@
+"""The console is input (issue 21), in process: whatever a person sets on a
+meeting's document, a regeneration is refused with a note or served, the
+previous result is never destroyed, no paid call repeats without counting,
+and every notification id stays unique per result.
+
+The entry points run through functions-framework's test client; the store
+and AssemblyAI's client are faked at their boundary (tests/fakes.py). The
+cases that need real servers are in test_console_e2e.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fakes import GOOD_CONTENT, answer
+from test_close_the_loop import (  # noqa: F401 - the fixtures
+    SIGNING_SECRET,
+    Receiver,
+    ask_to_regenerate,
+    completed_meeting,
+    loop,
+    make_due,
+    regenerate_event,
+)
+from test_lifecycle import Product, product  # noqa: F401 - the fixture
+
+from meeting_actions import assemblyai, record
+
+
+def regenerate(loop: Product, tid: str, **changes):  # noqa: F811 - the fixture's name
+    """A person's edit and `regenerate: true`, delivered to the trigger."""
+    headers, body = ask_to_regenerate(loop, tid, **changes)
+    return loop.client("regenerate_action_items", "cloudevent").post(
+        "/", headers=headers, data=body
+    )
+
+
+def console_edit(loop: Product, tid: str, **changes):  # noqa: F811
+    """A person's edit without `regenerate: true`, delivered to the trigger."""
+    old = loop.doc(tid)
+    loop.store.set_field("meetings", tid, **changes)
+    headers, body = regenerate_event(tid, old, loop.doc(tid))
+    return loop.client("regenerate_action_items", "cloudevent").post(
+        "/", headers=headers, data=body
+    )
+
+
+def assert_kept(doc: dict, first: dict, note_has: str) -> None:
+    """The first result is still the meeting's, and a note says why."""
+    assert doc["status"] == "completed", doc.get("error")
+    assert doc["action_items"] == first["action_items"] and doc["action_items"]
+    assert doc["result_version"] == first["result_version"]
+    assert doc["regenerate"] is False
+    assert note_has in (doc.get("regenerate_note") or ""), doc.get("regenerate_note")
+
+
+# --- 4. what a person may set ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "note_has"),
+    [
+        ({"answer_format": 5}, "options.answer_format must be a string"),
+        ("bullets", 'options must be a map (with answer_format in it), not the string "bullets"'),
+        ({"answer_format": "x" * 600_000}, "options.answer_format is longer than 800 bytes"),
+        ({"answer_format": "x" * 201}, "options.answer_format is 201 characters long: at most 200"),
+        ({"answer_format": "  \n "}, "options.answer_format is empty"),
+        ({"answer_format": "a list\x00"}, "options.answer_format holds control characters"),
+    ],
+)
+def test_malformed_options_refuse_the_regeneration_before_anything_is_paid(
+    loop,  # noqa: F811
+    options,
+    note_has,
+):
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    assert regenerate(loop, tid, options=options).status_code == 200
+    doc = loop.doc(tid)
+    assert_kept(doc, first, note_has)
+    assert loop.aai.gateway_calls[tid] == 1, "only the first result was paid for"
+    assert "history" not in doc or doc["history"] == first.get("history")
+
+
+@pytest.mark.parametrize(
+    ("model", "note_has"),
+    [
+        ("bad model!", "llm_model must be a model name from the LLM Gateway's list"),
+        (7, "llm_model must be a string"),
+        ("m" * 65, "llm_model is longer than 64 bytes"),
+    ],
+)
+def test_a_malformed_llm_model_refuses_the_regeneration(loop, model, note_has):  # noqa: F811
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    assert regenerate(loop, tid, llm_model=model).status_code == 200
+    assert_kept(loop.doc(tid), first, note_has)
+    assert loop.aai.gateway_calls[tid] == 1
+
+
+@pytest.mark.parametrize("flag", ["true", 1, "yes", {"x": 1}])
+def test_a_flag_that_is_not_the_boolean_true_gets_a_note(loop, flag):  # noqa: F811
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    assert console_edit(loop, tid, regenerate=flag).status_code == 200
+    doc = loop.doc(tid)
+    assert_kept(doc, first, "regenerate must be the boolean true, not ")
+    assert loop.aai.gateway_calls[tid] == 1
+
+
+def test_the_flag_set_to_false_or_removed_says_nothing(loop):  # noqa: F811
+    tid = completed_meeting(loop)
+    assert console_edit(loop, tid, regenerate=False).status_code == 200
+    assert console_edit(loop, tid, note_from_a_person="hello").status_code == 200
+    doc = loop.doc(tid)
+    assert doc.get("regenerate_note") is None and loop.aai.gateway_calls[tid] == 1
+
+
+def test_a_first_generation_ignores_a_malformed_edit_and_says_so(loop):  # noqa: F811
+    """A person edited the document while it was queued: the meeting is
+    generated with the defaults, and the note names what was ignored."""
+    prompts: list[str] = []
+
+    def gateway(body):
+        prompts.append(body["messages"][1]["content"])
+        return answer(GOOD_CONTENT)
+
+    loop.aai.gateway = gateway
+    tid = loop.queued_meeting()
+    loop.store.set_field("meetings", tid, options={"answer_format": "y" * 600_000})
+    assert loop.deliver(tid).status_code == 200
+    doc = loop.doc(tid)
+    assert doc["status"] == "completed" and doc["action_items"]
+    assert "options.answer_format is longer than 800 bytes" in doc["regenerate_note"]
+    (prompt,) = prompts
+    assert len(prompt) < 2_000 and "bullet points" in prompt, "the default format, not 600 KB"
+
+
+def test_a_first_generation_with_a_model_the_gateway_refuses_uses_the_configured_one(
+    loop,  # noqa: F811
+):
+    models: list[str] = []
+
+    def gateway(body):
+        models.append(body["model"])
+        if body["model"] != "claude-sonnet-4-6":
+            raise assemblyai.ApiError(f"400 Model {body['model']} is not supported", 400)
+        return answer(GOOD_CONTENT)
+
+    loop.aai.gateway = gateway
+    tid = loop.queued_meeting()
+    loop.store.set_field("meetings", tid, llm_model="claude-nonexistent-9")
+    assert loop.deliver(tid).status_code == 200
+    doc = loop.doc(tid)
+    assert doc["status"] == "completed" and doc["llm"]["requested_model"] == "claude-sonnet-4-6"
+    assert models == ["claude-nonexistent-9", "claude-sonnet-4-6"]
+    assert "llm_model" in doc["regenerate_note"] and "not supported" in doc["regenerate_note"]
+
+
+def test_a_regeneration_with_a_model_the_gateway_refuses_keeps_the_result(loop):  # noqa: F811
+    receiver = Receiver()
+    try:
+        tid = completed_meeting(loop, receiver.url)
+        first = loop.doc(tid)
+
+        def gateway(body):
+            if body["model"] != "claude-sonnet-4-6":
+                raise assemblyai.ApiError(f"400 Model {body['model']} is not supported", 400)
+            return answer(GOOD_CONTENT)
+
+        loop.aai.gateway = gateway
+        assert regenerate(loop, tid, llm_model="claude-nonexistent-9").status_code == 200
+    finally:
+        receiver.close()
+    doc = loop.doc(tid)
+    assert_kept(doc, first, "the LLM Gateway refused llm_model 'claude-nonexistent-9'")
+    assert "the previous result is kept" in doc["regenerate_note"]
+    assert doc["history"] == first.get("history", []), "the kept result is not also history"
+    assert [r["version"] for r in receiver.received] == [1], "no new result, no notification"
+    assert doc["sweep_at"] is None and doc["generation"]["lease_expires_at"] is None
+
+
+def test_unknown_status_refuses_the_regeneration(loop):  # noqa: F811
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    assert regenerate(loop, tid, status="done").status_code == 200
+    doc = loop.doc(tid)
+    assert doc["regenerate"] is False and "status" in doc["regenerate_note"]
+    assert doc["action_items"] == first["action_items"] and loop.aai.gateway_calls[tid] == 1
+
+
+_ = (SIGNING_SECRET, make_due, dt, record)

@@ -1,0 +1,130 @@
+"""The console is input (issue 21), on the real local stack: functions-
+framework processes, the Firestore server, the AssemblyAI stand-in (its
+gateway refuses unknown models, its transcripts can be lost or deleted,
+and it counts every paid call) and real notification receivers.
+
+A person's edit is made as in the console (a write to the document), and
+`regenerate_action_items` gets the Firestore event Eventarc would send
+for it (local/eventarc.py builds it from the two versions).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+import requests
+from conftest import Functions, upload_sample, wait_for_document, wait_until
+
+from local import eventarc, notify_receiver
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+COLLECTION = "console"
+
+
+class Console:
+    """One configuration of the functions, a regenerate trigger, a receiver."""
+
+    def __init__(self, stack, make_functions, collection: str, **env: str):
+        self.fns: Functions = make_functions(
+            FIRESTORE_COLLECTION=collection,
+            NOTIFY_SIGNING_SECRET=SECRET,
+            NOTIFY_ALLOW_LOCAL="true",
+            **env,
+        )
+        self.regen = stack.start_function(
+            "regenerate_action_items",
+            self.fns.env,
+            signature_type="cloudevent",
+            name=f"regenerate-{collection}",
+        )
+        self.server, self.url, self.received = notify_receiver.start(SECRET, quiet=True)
+        self.stack = stack
+        self.collection = collection
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def meeting(self, db, notify_url: str | None = None, **body) -> tuple[str, dict]:
+        """A meeting through to `completed`, its notification recorded."""
+        answer = self.fns.submit_json(
+            {"audio_url": upload_sample(self.stack), "notify_url": notify_url or self.url, **body}
+        )
+        assert answer.status_code == 202, answer.text
+        tid = answer.json()["transcript_id"]
+        doc = wait_for_document(db, f"{self.collection}/{tid}", ("completed", "error"), 60)
+        assert doc["status"] == "completed", doc.get("error")
+        doc = wait_until(
+            lambda: (d := self.doc(db, tid))["notification"]["status"] != "sending" and d,
+            20,
+            "the first notification to be recorded",
+        )
+        return tid, doc
+
+    def doc(self, db, tid: str) -> dict:
+        return db.document(f"{self.collection}/{tid}").get().to_dict()
+
+    def edit(self, db, tid: str, **changes) -> requests.Response:
+        """What a person does in the console, and the event it sends."""
+        ref = db.document(f"{self.collection}/{tid}")
+        old = ref.get()
+        ref.update(changes)
+        new = ref.get()
+        name = eventarc.document_name(self.stack.project, "(default)", self.collection, tid)
+        headers, body = eventarc.updated_event(
+            self.stack.project,
+            self.collection,
+            tid,
+            eventarc.document(name, old.to_dict(), old.create_time, old.update_time),
+            eventarc.document(name, new.to_dict(), new.create_time, new.update_time),
+        )
+        return requests.post(self.regen.url, headers=headers, data=body, timeout=120)
+
+    def sweep(self) -> dict:
+        answer = requests.post(self.fns.recover.url, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+@pytest.fixture(scope="module")
+def console(stack, make_functions):
+    made = Console(stack, make_functions, COLLECTION)
+    yield made
+    made.close()
+
+
+def paid(standin, tid: str) -> int:
+    return standin.stats()["gateway_success"].get(tid, 0)
+
+
+def assert_kept(doc: dict, first: dict, note_has: str) -> None:
+    assert doc["status"] == "completed", doc.get("error")
+    assert doc["action_items"] == first["action_items"] and doc["action_items"]
+    assert doc["result_version"] == first["result_version"]
+    assert doc["regenerate"] is False
+    assert note_has in (doc.get("regenerate_note") or ""), doc.get("regenerate_note")
+
+
+# --- 4. a console-set model the gateway does not know ----------------------------------
+
+
+def test_a_model_the_gateway_refuses_keeps_the_result(console, standin, db):
+    tid, first = console.meeting(db)
+    assert paid(standin, tid) == 1
+    answer = console.edit(db, tid, regenerate=True, llm_model="claude-nonexistent-9")
+    assert answer.status_code == 200, answer.text
+    doc = console.doc(db, tid)
+    assert_kept(doc, first, "the LLM Gateway refused llm_model 'claude-nonexistent-9'")
+    assert "not supported" in doc["regenerate_note"]
+    refused = [
+        r
+        for r in standin.requests()
+        if r["path"] == "/v1/chat/completions" and r.get("transcript_id") == tid
+    ]
+    assert [r["status"] for r in refused] == [200, 400], "asked once; the refusal is not paid"
+    assert paid(standin, tid) == 1
+    assert [
+        r["payload"]["version"] for r in console.received if r["payload"]["transcript_id"] == tid
+    ] == [1]
