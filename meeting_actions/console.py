@@ -205,10 +205,12 @@ def notification(data: dict[str, Any] | None) -> dict[str, Any]:
 def result_version(data: dict[str, Any] | None) -> int:
     """The version of the document's latest result (0 before the first):
     the highest the document shows in `result_version`, its notification
-    or its history, so deleting or garbling one of them lowers nothing."""
-    versions = [count((data or {}).get("result_version"))]
+    or its history (each entry an earlier result, so at least as many as
+    it holds), so deleting or garbling one of them lowers nothing."""
+    earlier = history(data)
+    versions = [count((data or {}).get("result_version")), len(earlier)]
     versions.append(count(notification(data).get("version")))
-    versions += [count(h.get("result_version")) for h in history(data)]
+    versions += [count(h.get("result_version")) for h in earlier]
     return max(versions)
 
 

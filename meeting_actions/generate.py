@@ -47,6 +47,12 @@ def holding(
 ) -> Result:
     """Generate while holding the claim: a crash gives it back, a result is
     notified. Shared by deliveries, the sweep and regenerations."""
+    attempts = held.state["attempts"]
+    if attempts >= cfg.max_generation_attempts:
+        # Counted already (given back, or expired unsettled): never pay again.
+        last = str(held.state.get("last_error") or "unknown")
+        return outcomes.fail(held, f"gave up after {attempts} failed attempts; last: {last}",
+                             "action_items", attempts=attempts)  # fmt: skip
     try:
         result = _generate(cfg, held, transcript, hints, deadline, started)
     except record.Unavailable:
@@ -61,12 +67,6 @@ def holding(
     if held.data.get("notify_url"):
         _notify_now(cfg, held.doc_id, deadline)
     return result
-
-
-def regenerating(held: lease.Lease) -> bool:
-    """Whether the claim serves a person's regeneration (regenerate.py
-    marks it with the state to go back to)."""
-    return held.state.get("regenerating_from") in lifecycle.FINAL
 
 
 def _resolve_upload(cfg: Config, source: Any, tid: str) -> None:
@@ -135,7 +135,7 @@ def _generate(
     # keeps the previous result of a regeneration, and is ignored, with a
     # note, by a first generation.
     asked = console.asked(held.data)
-    if asked.refusals and regenerating(held):
+    if asked.refusals and outcomes.regenerating(held):
         return outcomes.keep_previous(
             held,
             console.note(
@@ -163,7 +163,7 @@ def _generate(
         # The gateway refused the request with a model a person chose: the
         # person's to fix, never the meeting's end (a refusal is not paid).
         refused = f"the LLM Gateway refused llm_model {model!r}: {failure.message}"
-        if regenerating(held):
+        if outcomes.regenerating(held):
             return outcomes.keep_previous(
                 held,
                 f"{refused}; the previous result is kept; fix or remove llm_model, then set "

@@ -462,7 +462,8 @@ def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]
 
 
 def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
-    note = (data or {}).get("notification") or {}
+    note = (data or {}).get("notification")
+    note = note if isinstance(note, dict) else {}
     next_at = note.get("next_at")
     return (
         note.get("status") in ("pending", "sending")

@@ -190,4 +190,99 @@ def test_unknown_status_refuses_the_regeneration(loop):  # noqa: F811
     assert doc["action_items"] == first["action_items"] and loop.aai.gateway_calls[tid] == 1
 
 
-_ = (SIGNING_SECRET, make_due, dt, record)
+# --- 1. a crash never loops paid calls; product fields are repaired, not trusted ---------
+
+
+def expire_claim(loop: Product, tid: str) -> None:  # noqa: F811
+    """The claim's lease ran out (the clock moved on past it)."""
+    doc = loop.doc(tid)
+    past = record.now() - dt.timedelta(seconds=1)
+    if doc.get("status") == "generating":
+        lease = doc.get("generation") if isinstance(doc.get("generation"), dict) else {}
+        loop.store.set_field(
+            "meetings", tid, generation={**lease, "lease_expires_at": past}, sweep_at=past
+        )
+
+
+def test_a_crash_whose_claim_cannot_be_given_back_still_ends_within_the_attempts(loop):  # noqa: F811
+    """A bug makes the result's write fail after the paid call, and the crash
+    handler's give-back fail too: the attempt is counted all the same (by
+    the next claim), and the meeting ends within MAX_GENERATION_ATTEMPTS
+    paid calls, keeping its previous result."""
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+
+    def broken(op, _collection, _doc_id, fields):
+        given_back = "internal error" in str(
+            ((fields or {}).get("generation") or {}).get("last_error")
+        )
+        if op == "update" and ("action_items" in (fields or {}) or given_back):
+            return RuntimeError("a bug in the write path")
+        return None
+
+    loop.store.faults.append(broken)
+    regenerate(loop, tid)
+    for _ in range(10):
+        expire_claim(loop, tid)
+        loop.sweep()
+    doc = loop.doc(tid)
+    calls = loop.aai.gateway_calls[tid] - 1
+    assert calls <= 5, f"{calls} paid calls for one regeneration over 10 sweeps"
+    assert doc["status"] == "completed" and doc["action_items"] == first["action_items"]
+    assert "after 5 attempts" in doc["regenerate_note"] and doc["sweep_at"] is None
+
+
+def test_a_first_generation_that_crashes_where_nothing_can_be_written_ends_error(loop):  # noqa: F811
+    tid = loop.queued_meeting()
+
+    def broken(op, _collection, _doc_id, fields):
+        given_back = "internal error" in str(
+            ((fields or {}).get("generation") or {}).get("last_error")
+        )
+        if op == "update" and ("action_items" in (fields or {}) or given_back):
+            return RuntimeError("a bug in the write path")
+        return None
+
+    loop.store.faults.append(broken)
+    loop.deliver(tid)
+    for _ in range(10):
+        expire_claim(loop, tid)
+        loop.sweep()
+    doc = loop.doc(tid)
+    assert loop.aai.gateway_calls[tid] <= 5
+    assert doc["status"] == "error" and "5 attempts" in doc["error"]
+
+
+CORRUPTED = {
+    "result_version": ["v2", -3, 2.5, True, {"v": 2}],
+    "generation": ["held", 5, {"attempts": "many"}, {"attempts": -1, "lease_expires_at": "soon"}],
+    "history": [5, "x", [1, "a", {"status": "completed", "result_version": "one"}]],
+    "notification": ["x", [], {"status": "pending", "next_at": "soon", "attempts": "two"}],
+    "source": ["gs://bucket/a.mp3", 5],
+    "notify_url": [5, {"url": "x"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [(f, v) for f, values in CORRUPTED.items() for v in values]
+)
+def test_a_corrupted_product_field_is_repaired_not_trusted(loop, capsys, field, value):  # noqa: F811
+    tid = completed_meeting(loop)
+    assert regenerate(loop, tid, **{field: value}).status_code == 200
+    doc = loop.doc(tid)
+    assert doc["status"] == "completed", doc.get("error")
+    # Never lower than the version before it (a history entry counts as an earlier result).
+    assert doc["result_version"] >= 2 and loop.aai.gateway_calls[tid] == 2
+    loop.store.set_field("meetings", tid, sweep_at=record.now() - dt.timedelta(seconds=1))
+    assert "crashed" not in loop.sweep()["results"].values()
+    out = capsys.readouterr().out
+    assert "unexpected error" not in out and "could not handle a meeting" not in out
+
+
+def test_a_garbled_queued_checks_does_not_stop_the_sweep(loop, capsys):  # noqa: F811
+    tid = loop.queued_meeting(finished=False)
+    loop.store.set_field("meetings", tid, queued_checks="several")
+    loop.make_stale(tid)
+    assert loop.sweep()["results"] == {tid: "busy_transient"}
+    assert loop.doc(tid)["queued_checks"] == 1
+    assert "could not handle a meeting" not in capsys.readouterr().out

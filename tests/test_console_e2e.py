@@ -128,3 +128,48 @@ def test_a_model_the_gateway_refuses_keeps_the_result(console, standin, db):
     assert [
         r["payload"]["version"] for r in console.received if r["payload"]["transcript_id"] == tid
     ] == [1]
+
+
+# --- 1. a corrupted product field never loops paid calls ------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_lease(stack, make_functions):
+    """Claims that expire after 2 s, so ten sweeps can each find one expired."""
+    made = Console(stack, make_functions, "console-lease", CLAIM_SECONDS="2")
+    yield made
+    made.close()
+
+
+def test_a_garbled_result_version_costs_one_paid_call_over_ten_sweeps(short_lease, standin, db):
+    """`{"result_version": "v2", "regenerate": true}`: the regeneration
+    pays once and completes as version 2; ten sweeps after it pay nothing.
+    (Before: int("v2") crashed the final write after every paid call, the
+    crash handler could not give the claim back, and every sweep after the
+    lease expired paid again: 11 calls in 10 sweeps, still `generating`.)"""
+    console = short_lease
+    tid, first = console.meeting(db)
+    console.edit(db, tid, regenerate=True, result_version="v2")
+    for _ in range(10):
+        # The sweep's turn comes when nothing holds the meeting, or its claim ran out.
+        wait_until(lambda: released(console.doc(db, tid)), 10, "the meeting to be free")
+        console.sweep()
+    doc = console.doc(db, tid)
+    calls = paid(standin, tid) - 1
+    assert calls == 1, f"{calls} paid gateway calls for one regeneration over 10 sweeps"
+    assert doc["status"] == "completed" and doc["result_version"] == 2
+    assert doc["history"][-1]["result_version"] == "v2", "what the person wrote, kept as history"
+    versions = [
+        r["payload"]["version"] for r in console.received if r["payload"]["transcript_id"] == tid
+    ]
+    assert versions == [1, 2]
+
+
+def released(doc: dict) -> bool:
+    import datetime as dt
+
+    lease = doc.get("generation") or {}
+    expires = lease.get("lease_expires_at")
+    return doc["status"] in ("completed", "error") or (
+        expires is not None and expires < dt.datetime.now(dt.UTC)
+    )
