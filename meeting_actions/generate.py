@@ -29,6 +29,28 @@ from .lifecycle import Busy, Done, Failure, Kind, Result
 MAX_NOTE_BYTES = 2000
 
 
+# AssemblyAI's deleted transcript (DELETE /v2/transcript/{id}): still
+# "completed", its text replaced by this, no words and no utterances.
+DELETED_TEXT = "Deleted by user."
+
+
+def transcript_problem(transcript: dict[str, Any], has_items: bool = False) -> str | None:
+    """Why a completed transcript cannot be generated from, or None.
+
+    Deleted at AssemblyAI: never (a paid call would find no meeting in it).
+    No text and no words at all: not when the result it would replace has
+    items (`has_items`): a result with no items may replace one with items
+    only if the transcript is whole."""
+    words, utterances = transcript.get("words"), transcript.get("utterances")
+    spoken = bool(words) or bool(utterances)
+    if transcript.get("text") == DELETED_TEXT and not spoken:
+        return 'AssemblyAI says the transcript was deleted (its text is "Deleted by user.")'
+    text_ = transcript.get("text")
+    if has_items and not spoken and not (isinstance(text_, str) and text_.strip()):
+        return "AssemblyAI's transcript has no text and no words"
+    return None
+
+
 def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
     """What the document keeps of the transcript itself, in every final state."""
     return {
@@ -110,8 +132,10 @@ def _generate(
             transcript = assemblyai.read_transcript(cfg, tid)
         except Failure as failure:
             if failure.kind is Kind.PERMANENT:
-                return outcomes.fail(held, f"AssemblyAI could not return the transcript: {failure.message}",
-                             "transcription")  # fmt: skip
+                message = f"AssemblyAI could not return the transcript: {failure.message}"
+                if outcomes.regenerating(held):
+                    return outcomes.keep_previous(held, f"{message}; the previous result is kept")
+                return outcomes.fail(held, message, "transcription")
             held.release(f"reading the transcript: {failure.message}",
                          sweep_at=record.later(cfg.recheck_seconds))  # fmt: skip
             return lifecycle.busy_for(failure, tid, "could not read the transcript from AssemblyAI")
@@ -120,6 +144,11 @@ def _generate(
         message = logs.strip_url_queries(str(transcript.get("error") or "transcription failed"))
         logs.warning("transcription failed", tid, error=message)
         return outcomes.fail(held, message, "transcription", facts)
+    problem = transcript_problem(transcript, bool(console.items(held.data)))
+    if transcript.get("status") == "completed" and problem:
+        if outcomes.regenerating(held):
+            return outcomes.keep_previous(held, f"{problem}; the previous result is kept")
+        return outcomes.fail(held, problem, "transcription", facts)
     if transcript.get("status") != "completed":
         held.release("the transcript is not completed yet",
                      extra={"status": lifecycle.QUEUED},

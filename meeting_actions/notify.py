@@ -482,7 +482,9 @@ def deliver(cfg: Any, transcript_id: str) -> str | None:
     sake; a Firestore failure propagates (the sweep tries again later).
     """
     data, version = record.read(cfg, transcript_id)
-    if not is_due(data):
+    if not is_due(data) or (data or {}).get("status") not in _TYPES:
+        # Not due; or its result is being regenerated: it goes on once the
+        # meeting is final again (the new result's notification replaces it).
         return None
     note = dict(data["notification"])
     now = datetime.now(UTC)

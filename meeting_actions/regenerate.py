@@ -28,10 +28,10 @@ from typing import Any
 
 from google.events.cloud import firestore as firestore_events
 
-from . import console, generate, lease, lifecycle, logs, record
+from . import assemblyai, console, generate, lease, lifecycle, logs, record
 from .config import Config
 from .hints import Hints
-from .lifecycle import Done, Refused, Result
+from .lifecycle import Done, Failure, Kind, Refused, Result
 
 FLAG = "regenerate"
 # Results kept in `history`, newest last, and how large that list may grow:
@@ -151,6 +151,20 @@ def run(cfg: Config, transcript_id: str, deadline: float) -> Result:
             "generation": {"regenerating_from": console.status(data)},
         }
 
+    # Before anything is claimed or paid: is the request well formed, and
+    # does AssemblyAI still have a transcript to generate from?
+    data, _ = record.read(cfg, tid)
+    refused = decide(data, record.now())
+    if refused is not None:
+        if isinstance(refused, Refused):
+            _refuse_regeneration(cfg, tid, refused.reason)
+        return refused
+    assert data is not None
+    transcript, refused = _usable_transcript(cfg, tid, data)
+    if refused is not None:
+        if isinstance(refused, Refused):
+            _refuse_regeneration(cfg, tid, refused.reason)
+        return refused
     claimed = lease.claim(
         cfg.collection, tid, "generation", uuid.uuid4().hex, cfg.claim_seconds,
         decide, on_claim, fresh=True,
@@ -161,7 +175,37 @@ def run(cfg: Config, transcript_id: str, deadline: float) -> Result:
     if not isinstance(claimed, lease.Lease):
         return claimed
     logs.info("regenerating the action items", tid)
-    return generate.holding(cfg, claimed, None, Hints(), deadline, started)
+    return generate.holding(cfg, claimed, transcript, Hints(), deadline, started)
+
+
+def _usable_transcript(
+    cfg: Config, tid: str, data: dict[str, Any]
+) -> tuple[dict[str, Any] | None, Result | None]:
+    """The transcript to regenerate from, or why not: a lookup AssemblyAI
+    refuses (400, 404: it no longer has it) or a deleted transcript is a
+    refusal; a failure that may pass is Busy, and the event is retried."""
+    kept = "the result is kept; nothing was generated or paid for"
+    try:
+        transcript = assemblyai.read_transcript(cfg, tid)
+    except Failure as failure:
+        if failure.kind is Kind.PERMANENT:
+            return None, Refused(
+                f"AssemblyAI no longer returns this meeting's transcript ({failure.message}): "
+                f"there is nothing to generate from; {kept}",
+                by="regenerate",
+            )
+        return None, lifecycle.busy_for(
+            failure, tid, "could not read the transcript from AssemblyAI"
+        )
+    if transcript.get("status") != "completed":
+        status = console.shown(transcript.get("status"))
+        return None, Refused(f"AssemblyAI's transcript is {status}, not completed; {kept}",
+                             by="regenerate")  # fmt: skip
+    problem = generate.transcript_problem(transcript, bool(console.items(data)))
+    if problem:
+        return None, Refused(f"{problem}: there is nothing to generate from; {kept}",
+                             by="regenerate")  # fmt: skip
+    return transcript, None
 
 
 def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:

@@ -286,3 +286,71 @@ def test_a_garbled_queued_checks_does_not_stop_the_sweep(loop, capsys):  # noqa:
     assert loop.sweep()["results"] == {tid: "busy_transient"}
     assert loop.doc(tid)["queued_checks"] == 1
     assert "could not handle a meeting" not in capsys.readouterr().out
+
+
+# --- 2, 3. a transcript AssemblyAI lost or deleted (the e2e cases are in test_console_e2e.py)
+
+
+def delete_at_assemblyai(loop: Product, tid: str) -> None:  # noqa: F811
+    loop.aai.transcripts[tid].update(
+        text="Deleted by user.", words=None, utterances=None, audio_url="http://deleted_by_user"
+    )
+
+
+def test_a_first_generation_of_a_deleted_transcript_pays_nothing(loop):  # noqa: F811
+    tid = loop.queued_meeting()
+    delete_at_assemblyai(loop, tid)
+    assert loop.deliver(tid).status_code == 200
+    doc = loop.doc(tid)
+    assert doc["status"] == "error" and doc["error_stage"] == "transcription"
+    assert "deleted" in doc["error"] and loop.aai.gateway_calls[tid] == 0
+
+
+def test_a_regeneration_taken_over_after_the_transcript_was_deleted_keeps_the_result(loop):  # noqa: F811
+    """The request's holder gave the claim back (a 503 from the gateway);
+    before the sweep takes it over, the transcript is deleted."""
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    loop.aai.gateway = lambda _: (_ for _ in ()).throw(assemblyai.ApiError("503 busy", 503))
+    regenerate(loop, tid)
+    assert loop.doc(tid)["status"] == "generating"
+    delete_at_assemblyai(loop, tid)
+    loop.aai.gateway = lambda _: answer('{"action_items": [], "formatted": "none"}')
+    loop.sweep()
+    doc = loop.doc(tid)
+    assert_kept(doc, first, "deleted")
+    assert doc.get("history", []) == first.get("history", [])
+    assert loop.aai.gateway_calls[tid] == 2, "the first result and the 503; nothing after"
+
+
+def test_a_notification_due_while_its_result_is_regenerated_waits_for_the_meeting(loop):  # noqa: F811
+    """The first attempt of version 1 comes after a regeneration claimed the
+    meeting (status generating): nothing is sent, nothing raises; it goes
+    on if the regeneration keeps the previous result."""
+    from meeting_actions import config, notify
+
+    receiver = Receiver()
+    try:
+        tid = notified_meeting_without_attempt(loop, receiver.url)
+        loop.store.set_field("meetings", tid, status="generating")
+        assert notify.deliver(config.get(), tid) is None
+        assert receiver.received == []
+        loop.store.set_field("meetings", tid, status="completed")
+        assert notify.deliver(config.get(), tid) == "delivered"
+    finally:
+        receiver.close()
+    assert [r["version"] for r in receiver.received] == [1]
+
+
+def notified_meeting_without_attempt(loop: Product, url: str) -> str:  # noqa: F811
+    """A completed meeting whose notification is due and was never tried."""
+    from meeting_actions import notify
+
+    real = notify.deliver
+    notify.deliver = lambda *_a, **_k: None
+    try:
+        tid = completed_meeting(loop, url)
+    finally:
+        notify.deliver = real
+    make_due(loop, tid)
+    return tid

@@ -57,9 +57,9 @@ class Console:
         doc = wait_for_document(db, f"{self.collection}/{tid}", ("completed", "error"), 60)
         assert doc["status"] == "completed", doc.get("error")
         doc = wait_until(
-            lambda: (d := self.doc(db, tid))["notification"]["status"] != "sending" and d,
+            lambda: (d := self.doc(db, tid))["notification"]["status"] == "delivered" and d,
             20,
-            "the first notification to be recorded",
+            "the first notification to be delivered",
         )
         return tid, doc
 
@@ -173,3 +173,53 @@ def released(doc: dict) -> bool:
     return doc["status"] in ("completed", "error") or (
         expires is not None and expires < dt.datetime.now(dt.UTC)
     )
+
+
+# --- 2, 3. a transcript AssemblyAI lost or deleted -------------------------------------
+
+
+def notified(console: Console, tid: str) -> list[dict]:
+    return [r["payload"] for r in console.received if r["payload"]["transcript_id"] == tid]
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_lost_transcript_refuses_the_regeneration_and_keeps_the_result(
+    console, standin, db, status
+):
+    """AssemblyAI no longer has the transcript (its lookup answers 400 or
+    404): nothing is paid, the meeting stays completed with its items, and
+    no meeting.error goes out. (Before: completed -> error, error_stage
+    transcription, and a meeting.error notification.)"""
+    tid, first = console.meeting(db)
+    standin.fault(
+        target="transcript_get", kind="status", status=status, times=-1,
+        message="Transcript lookup error, transcript id not found",
+        match={"transcript_id": tid},
+    )  # fmt: skip
+    assert console.edit(db, tid, regenerate=True).status_code == 200
+    doc = console.doc(db, tid)
+    assert_kept(doc, first, "AssemblyAI no longer returns this meeting's transcript")
+    assert doc.get("error") is None and doc.get("history", []) == first.get("history", [])
+    assert paid(standin, tid) == 1
+    assert [n["type"] for n in notified(console, tid)] == ["meeting.completed"]
+
+
+def test_a_deleted_transcript_refuses_the_regeneration_and_keeps_the_items(console, standin, db):
+    """The transcript was deleted at AssemblyAI (DELETE /v2/transcript/{id}:
+    "Deleted by user.", no words): a regeneration would pay for a result
+    with no items. (Before: one paid call, 5 items became 0, a
+    meeting.completed notification carried the empty list, and history
+    kept the good result only as history.)"""
+    tid, first = console.meeting(db)
+    assert len(first["action_items"]) >= 3
+    deleted = requests.delete(
+        f"{console.stack.standin.url}/v2/transcript/{tid}",
+        headers={"Authorization": console.stack.api_key},
+        timeout=10,
+    )
+    assert deleted.status_code == 200 and deleted.json()["text"] == "Deleted by user."
+    assert console.edit(db, tid, regenerate=True).status_code == 200
+    doc = console.doc(db, tid)
+    assert_kept(doc, first, "deleted")
+    assert paid(standin, tid) == 1, "nothing paid for a transcript with no words"
+    assert [len(n["action_items"]) for n in notified(console, tid)] == [len(first["action_items"])]
