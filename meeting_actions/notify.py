@@ -165,11 +165,19 @@ def resolve_allowed(url: str, allow_local: bool) -> list[str]:
     return addresses
 
 
-def message_id(transcript_id: str, version: int | str) -> str:
-    """The webhook-id: the same on every retry of one result version, so a
-    receiver can drop duplicates, and new for a regenerated result."""
-    digest = hashlib.sha256(f"{transcript_id}\x00{version}".encode()).hexdigest()
-    return f"msg_{digest[:32]}"
+def message_id(transcript_id: str, version: int | str, result_id: str | None = None) -> str:
+    """The webhook-id: the same on every retry of one result, so a receiver
+    can drop duplicates, and new for every result. `result_id` is random
+    per result (outcomes.final), so no edit of the version fields in the
+    console can make an id come round again."""
+    key = f"{transcript_id}\x00{version}" + (f"\x00{result_id}" if result_id else "")
+    return f"msg_{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def body_digest(body: dict[str, Any]) -> str:
+    """What a message says, in 16 hex digits: one webhook-id, one body."""
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def payload(
@@ -436,21 +444,27 @@ def _json_default(value: Any) -> Any:
 #
 # The document says where its notification stands:
 #   notification: {status: pending | sending | delivered | failed, id, version,
-#                  attempts, last_status, next_at, error}
+#                  result_id, result_at, body, attempts, last_status, next_at, error}
+# (`body`: a digest of the last body sent under `id`.)
 # and its `sweep_at` is the notification's `next_at` while one is due, so the
 # scheduled sweep retries it after the request that produced the result.
 
 
-def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]:
-    """The fields that start the notification of result `version`, or none."""
+def started(
+    transcript_id: str, version: int, url: str | None, result_id: str | None = None
+) -> dict[str, Any]:
+    """The fields that start the notification of result `version`, or none.
+    `result_at` is the body's timestamp on every attempt."""
     if not url:
         return {}
     first_retry = next_attempt_at(1)
     return {
         "notification": {
             "status": "pending",
-            "id": message_id(transcript_id, version),
+            "id": message_id(transcript_id, version, result_id),
             "version": version,
+            "result_id": result_id,
+            "result_at": datetime.now(UTC),
             "attempts": 0,
             "last_status": None,
             "next_at": datetime.now(UTC),
@@ -459,6 +473,31 @@ def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]
         # If the attempt made right after the result fails or never happens.
         "sweep_at": first_retry,
     }
+
+
+def _body(cfg: Any, tid: str, data: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
+    """The notification's body, the same on every attempt for one result:
+    its time is the result's own (`result_at`), never the document's last
+    write, and every field is read as the type the body needs."""
+    version = note.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        version = 1
+    when = note.get("result_at")
+    if not isinstance(when, datetime):  # a notification started before result_at existed
+        when = data.get("completed_at")
+        when = when if isinstance(when, datetime) else None
+    items = data.get("action_items")
+    text, error = data.get("action_items_text"), data.get("error")
+    return payload(
+        tid,
+        data["status"],
+        document=record.path(cfg, tid),
+        version=version,
+        action_items=items if isinstance(items, list) else [],
+        action_items_text=text if isinstance(text, str) else None,
+        error=error if isinstance(error, str) else None,
+        timestamp=when or datetime(1970, 1, 1, tzinfo=UTC),
+    )
 
 
 def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
@@ -498,18 +537,16 @@ def deliver(cfg: Any, transcript_id: str) -> str | None:
         )  # fmt: skip
     except record.LostRace:
         return None  # another sender, or a new result, got there first
-    body = payload(
-        transcript_id,
-        data["status"],
-        document=record.path(cfg, transcript_id),
-        version=note.get("version") or 1,
-        action_items=data.get("action_items"),
-        action_items_text=data.get("action_items_text"),
-        error=data.get("error"),
-        timestamp=data.get("completed_at") or data.get("updated_at"),
-    )
+    body = _body(cfg, transcript_id, data, note)
+    # One webhook-id, one body: if a person edited the result since the last
+    # attempt, this is another message, under an id of its own.
+    digest = body_digest(body)
+    if note.get("body") not in (None, digest) or not isinstance(note.get("id"), str):
+        note["id"] = message_id(transcript_id, body["version"], f"{note.get('result_id')}:{digest}")
+    note["body"] = digest
+    url = data.get("notify_url")
     outcome = send(
-        data.get("notify_url") or "", body, note["id"], cfg.notify_signing_secret,
+        url if isinstance(url, str) else "", body, note["id"], cfg.notify_signing_secret,
         cfg.notify_allow_local, transcript_id=transcript_id,
     )  # fmt: skip
     attempts = int(note.get("attempts") or 0) + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import traceback
+import uuid
 from typing import Any
 
 from . import assemblyai, console, lease, lifecycle, logs, notify, record, text
@@ -122,13 +123,14 @@ def final(held: lease.Lease, fields: dict[str, Any]) -> bool:
     version follows the highest the document shows anywhere (console.py),
     so a person's edit can neither lower it nor break the write."""
     version = console.result_version(held.data) + 1
+    result_id = uuid.uuid4().hex
     try:
-        started = notify.started(held.doc_id, version, console.notify_url(held.data))
+        started = notify.started(held.doc_id, version, console.notify_url(held.data), result_id)
     except Exception:  # noqa: BLE001 - a notification must never cost the result
         logs.error("could not start the notification; the result is written without it",
                    held.doc_id, traceback=traceback.format_exc(limit=5))  # fmt: skip
         started = {}
-    return held.finish({**fields, "result_version": version, **started})
+    return held.finish({**fields, "result_version": version, "result_id": result_id, **started})
 
 
 def fail(

@@ -354,3 +354,77 @@ def notified_meeting_without_attempt(loop: Product, url: str) -> str:  # noqa: F
         notify.deliver = real
     make_due(loop, tid)
     return tid
+
+
+# --- 5. a notification id is never reused; 7a. one body per result ------------------------
+
+
+def delete_fields(loop: Product, tid: str, *names: str) -> None:  # noqa: F811
+    """What a person does with the console's delete button."""
+    with loop.store.lock:
+        data, version = loop.store.docs["meetings", tid]
+        for name in names:
+            data.pop(name, None)
+
+
+@pytest.mark.parametrize(
+    "deleted",
+    [
+        ("result_version",),
+        ("result_version", "notification"),
+        ("result_version", "notification", "history"),
+    ],  # fmt: skip
+)
+def test_a_regenerated_result_never_reuses_a_notification_id(loop, deleted):  # noqa: F811
+    """Receivers drop a webhook-id they have seen: a person deleting the
+    version fields must not make the next result go out under an old id."""
+    receiver = Receiver()
+    try:
+        tid = completed_meeting(loop, receiver.url)
+        delete_fields(loop, tid, *deleted)
+        assert regenerate(loop, tid).status_code == 200
+        delete_fields(loop, tid, *deleted)
+        assert regenerate(loop, tid).status_code == 200
+    finally:
+        receiver.close()
+    ids = [r["id"] for r in receiver.received]
+    assert len(ids) == 3 and len(set(ids)) == 3, ids
+    assert loop.aai.gateway_calls[tid] == 3
+    doc = loop.doc(tid)
+    results = [doc["result_id"], *(h.get("result_id") for h in doc["history"])]
+    assert len(set(results)) == len(results) >= 2, "each result has an id of its own"
+
+
+def test_an_error_result_has_one_body_on_every_retry(loop):  # noqa: F811
+    receiver = Receiver(answers=[500, 503])
+    loop.aai.gateway = lambda _: (_ for _ in ()).throw(assemblyai.ApiError("400 bad request", 400))
+    try:
+        tid = completed_meeting(loop, receiver.url)
+        assert loop.doc(tid)["status"] == "error"
+        for _ in range(2):
+            make_due(loop, tid)
+            loop.sweep()
+    finally:
+        receiver.close()
+    assert len(receiver.received) == 3 and loop.doc(tid)["notification"]["status"] == "delivered"
+    assert len({r["id"] for r in receiver.received}) == 1
+    bodies = [{k: v for k, v in r.items() if k != "id"} for r in receiver.received]
+    assert bodies[0]["type"] == "meeting.error" and bodies == [bodies[0]] * 3, bodies
+
+
+def test_an_edit_of_the_items_between_retries_goes_out_under_a_new_id(loop):  # noqa: F811
+    """One webhook-id, one body: a person who corrects the items before a
+    retry sends a different message, so it gets an id of its own."""
+    receiver = Receiver(answers=[500])
+    try:
+        tid = completed_meeting(loop, receiver.url)
+        edited = [{**loop.doc(tid)["action_items"][0], "owner": "Dana"}]
+        loop.store.set_field("meetings", tid, action_items=edited)
+        make_due(loop, tid)
+        loop.sweep()
+    finally:
+        receiver.close()
+    first, second = receiver.received
+    assert first["id"] != second["id"] and second["action_items"] == edited
+    assert first["timestamp"] == second["timestamp"] and first["version"] == second["version"]
+    assert loop.doc(tid)["notification"]["id"] == second["id"]
