@@ -27,6 +27,11 @@ from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Result
 
 MAX_NOTE_BYTES = 2000
+# AssemblyAI waits this long for the webhook's answer before it delivers
+# again; the first notification attempt keeps NOTIFY_MARGIN of it free
+# (for its writes, and the answer's way back).
+ASSEMBLYAI_WAITS = 10.0
+NOTIFY_MARGIN = 2.0
 
 
 # AssemblyAI's deleted transcript (DELETE /v2/transcript/{id}): still
@@ -87,7 +92,7 @@ def holding(
         # Once per meeting, at its first result (not on every claim).
         _resolve_upload(cfg, held.data.get("source"), held.doc_id)
     if held.data.get("notify_url"):
-        _notify_now(cfg, held.doc_id, deadline)
+        _notify_now(cfg, held.doc_id, deadline, started)
     return result
 
 
@@ -303,12 +308,21 @@ def _reason(exc: BaseException) -> str:
     return logs.strip_url_queries(str(exc) or type(exc).__name__)[:300]
 
 
-def _notify_now(cfg: Config, tid: str, deadline: float) -> None:
+def _notify_now(cfg: Config, tid: str, deadline: float, started: float) -> None:
     """The first attempt, right after the result; the sweep makes the rest.
-    Never delays or endangers the result: it is written already."""
-    if deadline - time.monotonic() < 4 * notify.DEFAULT_TIMEOUT:
+    Never delays or endangers the result: it is written already. Nor the
+    answer to AssemblyAI, which waits ASSEMBLYAI_WAITS seconds for it: the
+    attempt gets what is left of them (less a margin for its own two
+    writes), and is left to the sweep when that is under a second. The
+    sweep's own attempts have DEFAULT_TIMEOUT each."""
+    now = time.monotonic()
+    if deadline - now < 4 * notify.DEFAULT_TIMEOUT:
+        return
+    budget = min(notify.DEFAULT_TIMEOUT, started + ASSEMBLYAI_WAITS - NOTIFY_MARGIN - now)
+    if budget < 1.0:
+        logs.info("no time for the first notification attempt now; the sweep makes it", tid)
         return
     try:
-        notify.deliver(cfg, tid)
+        notify.deliver(cfg, tid, timeout=budget)
     except Exception:  # noqa: BLE001 - the notification stays due; the sweep retries
         logs.warning("could not send the notification now; the sweep will", tid)

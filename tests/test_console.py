@@ -428,3 +428,29 @@ def test_an_edit_of_the_items_between_retries_goes_out_under_a_new_id(loop):  # 
     assert first["id"] != second["id"] and second["action_items"] == edited
     assert first["timestamp"] == second["timestamp"] and first["version"] == second["version"]
     assert loop.doc(tid)["notification"]["id"] == second["id"]
+
+
+# --- 6. a slow receiver cannot stall the sweep (AssemblyAI's deadline: test_console_e2e.py)
+
+
+def test_a_trickling_receiver_holds_the_sweep_no_longer_than_one_attempts_timeout(
+    loop,  # noqa: F811
+    monkeypatch,
+):
+    from local import notify_receiver
+    from meeting_actions import notify
+
+    monkeypatch.setattr(notify, "DEFAULT_TIMEOUT", 1.0)
+    server, url, received = notify_receiver.start(SIGNING_SECRET, quiet=True, trickle=0.3)
+    try:
+        tid = notified_meeting_without_attempt(loop, url)
+        started = dt.datetime.now(dt.UTC)
+        loop.sweep()
+        elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elapsed < 2.0, f"the sweep took {elapsed:.1f} s over one 1 s attempt"
+    note = loop.doc(tid)["notification"]
+    assert note["status"] == "pending" and "no answer within 1 s" in note["error"]
+    assert len(received) == 1

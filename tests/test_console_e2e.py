@@ -223,3 +223,36 @@ def test_a_deleted_transcript_refuses_the_regeneration_and_keeps_the_items(conso
     assert_kept(doc, first, "deleted")
     assert paid(standin, tid) == 1, "nothing paid for a transcript with no words"
     assert [len(n["action_items"]) for n in notified(console, tid)] == [len(first["action_items"])]
+
+
+# --- 6. a slow receiver never holds AssemblyAI's delivery past its deadline ------------------
+
+
+def test_a_trickling_receiver_never_makes_assemblyai_deliver_twice(console, standin, db):
+    """A 6 s gateway, then a receiver answering one byte every 1.5 s: the
+    first attempt is bounded by what is left of AssemblyAI's 10 s, so the
+    webhook answers in time and AssemblyAI delivers once. (Before: the
+    attempt ran on, read by read, AssemblyAI's delivery timed out at 10 s
+    and was made again.)"""
+    server, url, received = notify_receiver.start(SECRET, quiet=True, trickle=1.5)
+    try:
+        standin.fault(target="gateway", kind="delay", seconds=6)
+        answer = console.fns.submit_json(
+            {"audio_url": upload_sample(console.stack), "notify_url": url}
+        )
+        assert answer.status_code == 202, answer.text
+        tid = answer.json()["transcript_id"]
+        delivered = wait_until(
+            lambda: (t := standin.transcripts()[tid])["webhook_finished"] and t, 60,
+            "AssemblyAI's deliveries to end",
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    attempts = delivered["attempt_seconds"]
+    assert len(attempts) == 1 and attempts[0] < 9.5, f"AssemblyAI's attempts took {attempts} s"
+    doc = console.doc(db, tid)
+    assert doc["status"] == "completed" and paid(standin, tid) == 1
+    note = doc["notification"]
+    assert note["status"] == "pending" and note["attempts"] <= 1, note
+    assert len(received) <= 1

@@ -4,7 +4,7 @@ are worth another attempt.
 
 Traffic only ever goes to loopback receivers in this process: refused
 addresses are checked by resolution (literal IPs, or a patched
-getaddrinfo) with the HTTP session replaced by one that fails the test.
+getaddrinfo) with the exchange replaced by one that fails the test.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,10 @@ def make_receiver() -> Iterator:
 def no_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to send fails the test."""
 
-    def forbidden() -> None:
+    def forbidden(*_args: object) -> None:
         pytest.fail("a refused notification sent traffic")
 
-    monkeypatch.setattr(notify, "_session", forbidden)
+    monkeypatch.setattr(notify, "_exchange", forbidden)
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, table: dict[str, list[str]]) -> list[str]:
@@ -354,6 +355,45 @@ def test_a_receiver_that_does_not_answer_in_time_is_retryable(make_receiver) -> 
     assert "no answer within 0.3 s" in result.error
 
 
+def test_a_trickling_receiver_holds_an_attempt_no_longer_than_its_timeout() -> None:
+    """One deadline per attempt, not per read: a receiver that answers one
+    byte every 0.3 s (its whole answer would take about 30 s) is given up
+    on at the timeout. (Before: every byte came within the 1 s read
+    timeout, and the attempt lasted the whole trickle.)"""
+    server, url, received = notify_receiver.start(SECRET, quiet=True, trickle=0.3)
+    try:
+        started = time.monotonic()
+        result = notify.send(url, body(), "msg_slow", SECRET, allow_local=True, timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elapsed < 1.5, f"one attempt took {elapsed:.1f} s with a 1 s timeout"
+    assert (result.delivered, result.status, result.retryable) == (False, None, True)
+    assert "no answer within 1 s" in result.error
+    assert len(received) == 1, "the receiver had the notification; its answer was too slow"
+
+
+def test_a_slow_name_lookup_counts_against_the_attempts_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == "slow.example.com":
+            time.sleep(3)  # a resolver that takes its time
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    result = notify.send("https://slow.example.com/x", body(), "msg_x", SECRET, timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"the lookup held the attempt {elapsed:.1f} s with a 0.5 s timeout"
+    assert (result.delivered, result.retryable) == (False, True)
+    assert "did not resolve within 0.5 s" in result.error
+
+
 def test_a_receiver_that_is_down_is_retryable() -> None:
     url = f"http://127.0.0.1:{free_port()}/done"
     result = notify.send(url, body(), "msg_x", SECRET, allow_local=True)
@@ -448,10 +488,10 @@ def _tls_context(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, Path]:
 def trust(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     def use(cert_path: Path) -> None:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
-        notify._session.cache_clear()
+        notify._tls_context.cache_clear()
 
     yield use
-    notify._session.cache_clear()
+    notify._tls_context.cache_clear()
 
 
 def test_https_dials_the_checked_address_and_verifies_the_name(
