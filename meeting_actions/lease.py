@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,22 +83,30 @@ class Lease:
         return self._write(fields, "finish", record.PATIENT)
 
     def _write(self, fields: dict[str, Any], what: str, retry: dict[str, Any]) -> bool:
+        """Write over our claim. Someone else's write in between (a person
+        editing the document in the console, say) fails the condition: if
+        the claim is still ours, write again over that version, for as long
+        as the write's own retry budget lasts (a person may type many edits),
+        never giving up a claim that is still ours for a count of tries."""
         stamped = {**fields, "updated_at": record.SERVER_TIMESTAMP}
-        for _ in range(3):
+        budget = retry["retry"].timeout if "retry" in retry else record.PATIENT_SECONDS
+        until = time.monotonic() + budget
+        for _ in range(MAX_REWRITES):
             try:
                 self.version = record.store().update(
                     self.collection, self.doc_id, stamped, self.version, **retry
                 )
             except record.LostRace:
-                # Someone wrote since our claim. If the claim is still ours
-                # (a person edited the document in the console, say), write
-                # again over that version; if not, someone took the work over.
                 if not self._still_ours():
                     logs.warning(f"could not {what}: the claim was taken over", self.doc_id)
                     return False
+                if time.monotonic() > until:
+                    break
                 continue
             self.data = {**self.data, **fields}
             return True
+        logs.warning(f"could not {what}: the document kept changing under the claim",
+                     self.doc_id)  # fmt: skip
         return False
 
     def _still_ours(self) -> bool:
@@ -128,6 +137,10 @@ def state_of(data: dict[str, Any] | None, field: str) -> dict[str, Any]:
             state.pop(key)
     return state
 
+
+# Writes over our own claim after others' writes, at most (and within the
+# write's retry budget): enough for a person typing in the console.
+MAX_REWRITES = 50
 
 UNSETTLED = (
     "the previous attempt ended without finishing or giving the claim back (its instance "

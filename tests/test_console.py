@@ -454,3 +454,27 @@ def test_a_trickling_receiver_holds_the_sweep_no_longer_than_one_attempts_timeou
     note = loop.doc(tid)["notification"]
     assert note["status"] == "pending" and "no answer within 1 s" in note["error"]
     assert len(received) == 1
+
+
+# --- 7. smaller cases ---------------------------------------------------------------------
+
+
+def test_console_writes_during_the_final_write_never_drop_a_paid_answer(loop):  # noqa: F811
+    """Five console edits land between the holder's reads and its final
+    write (each changes the version the write is conditioned on) and leave
+    the claim alone: the holder writes its result all the same, and the
+    answer is paid for once. (Before: three such writes and it gave up.)"""
+    tid = loop.queued_meeting()
+    edits = {"left": 5}
+
+    def person_types(op, _collection, doc_id, fields):
+        if op == "update" and doc_id == tid and "action_items" in (fields or {}) and edits["left"]:
+            edits["left"] -= 1
+            loop.store.set_field("meetings", tid, metadata={"typed": str(edits["left"])})
+        return None
+
+    loop.store.faults.append(person_types)
+    assert loop.deliver(tid).status_code == 200
+    doc = loop.doc(tid)
+    assert doc["status"] == "completed" and doc["metadata"] == {"typed": "0"}
+    assert loop.aai.gateway_calls[tid] == 1 and edits["left"] == 0
