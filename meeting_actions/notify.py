@@ -607,6 +607,22 @@ def _body(cfg: Any, tid: str, data: dict[str, Any], note: dict[str, Any]) -> dic
     )
 
 
+def upload_default(cfg: Any, data: dict[str, Any] | None) -> dict[str, Any]:
+    """`{"notify_url": NOTIFY_URL}` for a meeting that came from an upload
+    and has no notify URL of its own (its metadata named none, or one that
+    was refused), when the deployment has a default; else nothing. Uploads
+    are notified at their own URL or the default, never at neither."""
+    source = (data or {}).get("source")
+    if (
+        not cfg.notify_url
+        or not isinstance(source, dict)
+        or source.get("kind") != "gcs"
+        or isinstance((data or {}).get("notify_url"), str)
+    ):
+        return {}
+    return {"notify_url": cfg.notify_url}
+
+
 def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
     note = (data or {}).get("notification")
     note = note if isinstance(note, dict) else {}

@@ -28,7 +28,7 @@ from typing import Any
 
 from google.events.cloud import firestore as firestore_events
 
-from . import assemblyai, console, generate, lease, lifecycle, logs, record
+from . import assemblyai, console, generate, lease, lifecycle, logs, notify, record
 from .config import Config
 from .hints import Hints
 from .lifecycle import Done, Failure, Kind, Refused, Result
@@ -147,6 +147,7 @@ def run(cfg: Config, transcript_id: str, deadline: float) -> Result:
             "regenerate_note": None,
             "regenerated_at": record.SERVER_TIMESTAMP,
             "history": history_with(data or {}),
+            **notify.upload_default(cfg, data),
             # The lease's own map: what to go back to if this request fails.
             "generation": {"regenerating_from": console.status(data)},
         }

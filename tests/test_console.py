@@ -478,3 +478,28 @@ def test_console_writes_during_the_final_write_never_drop_a_paid_answer(loop):  
     doc = loop.doc(tid)
     assert doc["status"] == "completed" and doc["metadata"] == {"typed": "0"}
     assert loop.aai.gateway_calls[tid] == 1 and edits["left"] == 0
+
+
+def test_an_upload_whose_notify_url_is_refused_falls_back_to_the_default(loop, monkeypatch):  # noqa: F811
+    from cloudevents.conversion import to_binary
+    from test_lifecycle import storage_event
+
+    from meeting_actions import uploads
+
+    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1")
+    receiver = Receiver()
+    loop.configure(NOTIFY_SIGNING_SECRET=SIGNING_SECRET, NOTIFY_ALLOW_LOCAL="true",
+                   NOTIFY_URL=receiver.url)  # fmt: skip
+    try:
+        event = storage_event(generation="41")
+        event.data["metadata"] = {"notify_url": "https://10.0.0.7/internal"}  # refused: private
+        headers, body = to_binary(event)
+        fn = loop.client("transcribe_uploaded_audio", "cloudevent")
+        assert fn.post("/", headers=headers, data=body).status_code == 200
+        (tid,) = [d for (c, d) in loop.store.docs if c == "meetings"]
+        loop.aai.finish(tid)
+        assert loop.deliver(tid).status_code == 200
+    finally:
+        receiver.close()
+    assert loop.doc(tid)["notify_url"] == receiver.url
+    assert [r["transcript_id"] for r in receiver.received] == [tid]
