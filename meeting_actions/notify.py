@@ -105,6 +105,10 @@ def check_notify_url(url: str, allow_local: bool) -> str:
     https anywhere public; http (or https) to localhost, 127.0.0.1 or [::1]
     only when `allow_local` (local runs). This is the cheap check at submit
     time: the addresses a host name resolves to are checked at send time.
+    An address is accepted only as written canonically (93.184.216.34, or
+    IPv6 in brackets): the other IPv4 forms resolvers accept (2130706433,
+    0x7f.1, 127.1) are refused, as is a host ending in a number that is no
+    address.
     """
     if not isinstance(url, str) or not url:
         raise RefusedURL("notify_url must be a non-empty string")
@@ -133,6 +137,18 @@ def check_notify_url(url: str, allow_local: bool) -> str:
         raise RefusedURL(f"notify_url must use {what}")
     if host in METADATA_HOSTS:
         raise RefusedURL("notify_url may not point at the metadata server")
+    form = _ipv4_form(host)
+    if form is False:
+        raise RefusedURL("notify_url's host ends in a number but is not an IPv4 address")
+    if form is not None and str(form) != host:
+        # 2130706433, 0x7f.1, 127.1, 0177.0.0.1: resolvers read these as
+        # addresses (inet_aton), which a check of names would let through.
+        reason = _refusal(form, allow_local)
+        judged = f", a {reason} address" if reason else ""
+        raise RefusedURL(
+            f"notify_url's host {host} is the IPv4 address {form}{judged} written another "
+            f"way: write an address as four decimal numbers"
+        )
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -527,6 +543,25 @@ def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local
         if flagged:
             return reason
     return ""
+
+
+def _ipv4_form(host: str) -> ipaddress.IPv4Address | bool | None:
+    """For a host whose last label is a number (a URL parser's sign of an
+    IPv4 host), the address a resolver reads in it, in any of the forms
+    inet_aton accepts (one to four parts, decimal, octal or hex), or False
+    if it reads none; None for a host name."""
+    if ":" in host:  # IPv6, judged as itself
+        return None
+    last = host.rsplit(".", 1)[-1]
+    digits = last[2:] if last.startswith("0x") else last
+    if not last or not digits.isascii() or not all(c in "0123456789abcdef" for c in digits):
+        return None
+    if not last.startswith("0x") and not last.isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return False
 
 
 def _host_name(parts: urllib.parse.SplitResult) -> str:

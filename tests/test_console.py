@@ -503,3 +503,24 @@ def test_an_upload_whose_notify_url_is_refused_falls_back_to_the_default(loop, m
         receiver.close()
     assert loop.doc(tid)["notify_url"] == receiver.url
     assert [r["transcript_id"] for r in receiver.received] == [tid]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://2130706433/hook",  # 127.0.0.1 as one number
+        "https://0x7f.1/hook",
+        "https://127.1/hook",
+        "https://0177.0.0.1/hook",
+        "https://0x7f000001/hook",
+        "https://167772161/hook",  # 10.0.0.1
+        "https://1.2.3.4.5/hook",  # numeric last label, not an address
+    ],
+)
+def test_numeric_host_forms_are_refused_at_submit(product, url):  # noqa: F811
+    product.configure(NOTIFY_SIGNING_SECRET=SIGNING_SECRET)
+    refused = product.submit(notify_url=url)
+    assert refused.status_code == 400, refused.get_json()
+    assert refused.get_json()["field"] == "notify_url"
+    assert "address" in refused.get_json()["error"]
+    assert product.aai.submitted == [], "refused before AssemblyAI was asked"

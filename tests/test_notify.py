@@ -210,6 +210,33 @@ def test_bad_urls_are_refused_with_a_readable_message(url: str, message: str) ->
         notify.check_notify_url(url, allow_local=True)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://2130706433/", "127.0.0.1, a loopback address written another way"),
+        ("https://0x7f.1/", "127.0.0.1, a loopback address"),
+        ("https://127.1/", "127.0.0.1, a loopback address"),
+        ("https://0177.0.0.1/", "127.0.0.1, a loopback address"),
+        ("https://10.1/", "10.0.0.1, a private address"),
+        ("https://1572395042/", "93.184.216.34 written another way"),  # public: still refused
+        ("https://1.2.3.4.5/", "ends in a number but is not an IPv4 address"),
+        ("https://hooks.example.999999999999/", "ends in a number"),
+    ],
+)
+def test_numeric_host_forms_are_refused_at_submit(url: str, message: str) -> None:
+    """Resolvers read these as IPv4 addresses (inet_aton), so the submit
+    check judges them as addresses, not names, and asks for the plain form."""
+    with pytest.raises(ValueError, match=message):
+        notify.check_notify_url(url, allow_local=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://93.184.216.34/", "https://hooks.example.com/", "https://a.b.123abc/"]
+)
+def test_plain_addresses_and_names_ending_in_letters_pass(url: str) -> None:
+    assert notify.check_notify_url(url, allow_local=False) == url
+
+
 def test_http_to_a_non_local_host_is_refused_even_locally() -> None:
     with pytest.raises(ValueError, match="https, or http to localhost"):
         notify.check_notify_url("http://192.0.2.10/", allow_local=True)
