@@ -3,6 +3,9 @@ would write. It verifies each POST's Standard Webhooks signature with the
 `standardwebhooks` package, answers 401 to a bad one, and prints one line
 per notification. Receivers deduplicate on `webhook-id`, since delivery is
 at least once; a repeated id is answered 200 and marked as a duplicate.
+With `--trickle SECONDS` it is a slow receiver: it sends its answer one
+byte at a time, SECONDS apart (for MAX_TRICKLE seconds at most), as a
+receiver behind a struggling proxy may.
 
     NOTIFY_SIGNING_SECRET=whsec_... python local/notify_receiver.py --port 8099
 """
@@ -21,14 +24,16 @@ from typing import Any
 from standardwebhooks import Webhook, WebhookVerificationError
 
 MAX_BODY = 1_000_000
+MAX_TRICKLE = 60.0
 
 
 def start(
-    secret: str, port: int = 0, host: str = "127.0.0.1", quiet: bool = False
+    secret: str, port: int = 0, host: str = "127.0.0.1", quiet: bool = False, trickle: float = 0.0
 ) -> tuple[http.server.ThreadingHTTPServer, str, list[dict[str, Any]]]:
     """Serve in a daemon thread; the server (call shutdown() and
     server_close()), its URL, and the list each verified notification is
-    appended to: {"id", "timestamp", "payload", "duplicate"}."""
+    appended to: {"id", "timestamp", "payload", "duplicate"}. `trickle`:
+    seconds between the bytes of each answer (0: all at once)."""
     verifier = Webhook(secret)
     received: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -64,11 +69,32 @@ def start(
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
+            if trickle > 0:
+                self._trickle(status, data)
+                return
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _trickle(self, status: int, data: bytes) -> None:
+            raw = (
+                f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode() + data
+            self.close_connection = True
+            started = time.monotonic()
+            try:
+                for i in range(len(raw)):
+                    self.wfile.write(raw[i : i + 1])
+                    self.wfile.flush()
+                    if time.monotonic() - started > MAX_TRICKLE:
+                        return
+                    time.sleep(trickle)  # the slow receiver this simulates
+            except OSError:
+                return  # the sender gave up: what a slow receiver sees
 
         def log_message(self, *args: object) -> None:
             pass
@@ -105,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="default: any free port")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--trickle", type=float, default=0.0,
+                        help="seconds between the bytes of each answer (a slow receiver)")  # fmt: skip
     args = parser.parse_args(argv)
     secret = os.environ.get("NOTIFY_SIGNING_SECRET", "")
     if not secret.startswith("whsec_"):
         print("set NOTIFY_SIGNING_SECRET to the whsec_... signing secret", file=sys.stderr)
         return 2
-    server, url, _received = start(secret, args.port, args.host)
+    server, url, _received = start(secret, args.port, args.host, trickle=args.trickle)
     _print(f"listening on {url}")
     try:
         while True:

@@ -17,6 +17,7 @@ Modules, one concern each:
     generate      the claimed meeting: the gateway once, the result written
     outcomes      how an attempt ends: final result, wait, retry or error
     regenerate    a person's request from the console
+    console       what a person may set on a document, and how each field is read
     sweep         the scheduled sweep: what deliveries could not finish
     uploads       the storage trigger
     notify        signed notifications of each result

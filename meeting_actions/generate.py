@@ -12,7 +12,7 @@ from typing import Any
 from . import (
     action_items,
     assemblyai,
-    inputs,
+    console,
     lease,
     lifecycle,
     logs,
@@ -20,10 +20,40 @@ from . import (
     notify,
     outcomes,
     record,
+    text,
 )
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Result
+
+MAX_NOTE_BYTES = 2000
+# AssemblyAI waits this long for the webhook's answer before it delivers
+# again; the first notification attempt keeps NOTIFY_MARGIN of it free
+# (for its writes, and the answer's way back).
+ASSEMBLYAI_WAITS = 10.0
+NOTIFY_MARGIN = 2.0
+
+
+# AssemblyAI's deleted transcript (DELETE /v2/transcript/{id}): still
+# "completed", its text replaced by this, no words and no utterances.
+DELETED_TEXT = "Deleted by user."
+
+
+def transcript_problem(transcript: dict[str, Any], has_items: bool = False) -> str | None:
+    """Why a completed transcript cannot be generated from, or None.
+
+    Deleted at AssemblyAI: never (a paid call would find no meeting in it).
+    No text and no words at all: not when the result it would replace has
+    items (`has_items`): a result with no items may replace one with items
+    only if the transcript is whole."""
+    words, utterances = transcript.get("words"), transcript.get("utterances")
+    spoken = bool(words) or bool(utterances)
+    if transcript.get("text") == DELETED_TEXT and not spoken:
+        return 'AssemblyAI says the transcript was deleted (its text is "Deleted by user.")'
+    text_ = transcript.get("text")
+    if has_items and not spoken and not (isinstance(text_, str) and text_.strip()):
+        return "AssemblyAI's transcript has no text and no words"
+    return None
 
 
 def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
@@ -44,17 +74,25 @@ def holding(
 ) -> Result:
     """Generate while holding the claim: a crash gives it back, a result is
     notified. Shared by deliveries, the sweep and regenerations."""
+    attempts = held.state["attempts"]
+    if attempts >= cfg.max_generation_attempts:
+        # Counted already (given back, or expired unsettled): never pay again.
+        last = str(held.state.get("last_error") or "unknown")
+        return outcomes.fail(held, f"gave up after {attempts} failed attempts; last: {last}",
+                             "action_items", attempts=attempts)  # fmt: skip
     try:
         result = _generate(cfg, held, transcript, hints, deadline, started)
     except record.Unavailable:
         raise  # Firestore is away: the guard answers "later", the lease expires
     except Exception as exc:  # noqa: BLE001 - never leave a claim held by a crash
         return outcomes.crashed(cfg, held, exc)
-    if isinstance(result, Done) and held.data.get("result_version") == 1:
+    if not isinstance(result, Done) or result.detail.get("kept_previous"):
+        return result
+    if held.data.get("result_version") == 1:
         # Once per meeting, at its first result (not on every claim).
         _resolve_upload(cfg, held.data.get("source"), held.doc_id)
-    if isinstance(result, Done) and held.data.get("notify_url"):
-        _notify_now(cfg, held.doc_id, deadline)
+    if held.data.get("notify_url"):
+        _notify_now(cfg, held.doc_id, deadline, started)
     return result
 
 
@@ -99,8 +137,10 @@ def _generate(
             transcript = assemblyai.read_transcript(cfg, tid)
         except Failure as failure:
             if failure.kind is Kind.PERMANENT:
-                return outcomes.fail(held, f"AssemblyAI could not return the transcript: {failure.message}",
-                             "transcription")  # fmt: skip
+                message = f"AssemblyAI could not return the transcript: {failure.message}"
+                if outcomes.regenerating(held):
+                    return outcomes.keep_previous(held, f"{message}; the previous result is kept")
+                return outcomes.fail(held, message, "transcription")
             held.release(f"reading the transcript: {failure.message}",
                          sweep_at=record.later(cfg.recheck_seconds))  # fmt: skip
             return lifecycle.busy_for(failure, tid, "could not read the transcript from AssemblyAI")
@@ -109,6 +149,11 @@ def _generate(
         message = logs.strip_url_queries(str(transcript.get("error") or "transcription failed"))
         logs.warning("transcription failed", tid, error=message)
         return outcomes.fail(held, message, "transcription", facts)
+    problem = transcript_problem(transcript, bool(console.items(held.data)))
+    if transcript.get("status") == "completed" and problem:
+        if outcomes.regenerating(held):
+            return outcomes.keep_previous(held, f"{problem}; the previous result is kept")
+        return outcomes.fail(held, problem, "transcription", facts)
     if transcript.get("status") != "completed":
         held.release("the transcript is not completed yet",
                      extra={"status": lifecycle.QUEUED},
@@ -120,30 +165,64 @@ def _generate(
     if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
         held.release("no time left in this run for the LLM Gateway")
         return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
-    answer_format = (held.data.get("options") or {}).get("answer_format") or hints.answer_format
+    # What a person set on the document (console.py): a malformed field
+    # keeps the previous result of a regeneration, and is ignored, with a
+    # note, by a first generation.
+    asked = console.asked(held.data)
+    if asked.refusals and outcomes.regenerating(held):
+        return outcomes.keep_previous(
+            held,
+            console.note(
+                asked.refusals[0],
+                "the previous result is kept; fix it, then set regenerate again",
+            ),
+        )
+    notes = [console.note(r, "ignored: generated with the default") for r in asked.refusals]
+    answer_format = asked.answer_format or hints.answer_format
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
-    # A person may name another model on the document (regeneration).
-    override = held.data.get("llm_model")
-    model = override if inputs.is_model_name(override) else cfg.llm_model
+    model = asked.llm_model or cfg.llm_model
     body = action_items.request_body(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
-    asked = time.monotonic()
+    asked_at = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
     except assemblyai.ApiError as exc:
-        return outcomes.gateway_failed(cfg, held, exc)
+        failure = exc.failure()
+        if model == cfg.llm_model or failure.kind is not Kind.PERMANENT:
+            return outcomes.gateway_failed(cfg, held, exc)
+        # The gateway refused the request with a model a person chose: the
+        # person's to fix, never the meeting's end (a refusal is not paid).
+        refused = f"the LLM Gateway refused llm_model {model!r}: {failure.message}"
+        if outcomes.regenerating(held):
+            return outcomes.keep_previous(
+                held,
+                f"{refused}; the previous result is kept; fix or remove llm_model, then set "
+                "regenerate again",
+            )
+        notes.append(f"{refused}; generated with {cfg.llm_model} instead")
+        model = cfg.llm_model
+        body = {**body, "model": model}
+        if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
+            held.release("no time left in this run for the LLM Gateway")
+            return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
+        try:
+            answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
+        except assemblyai.ApiError as again:
+            return outcomes.gateway_failed(cfg, held, again)
     answered = time.monotonic()
     # From here on the answer is paid for: whatever fails is poison.
     try:
         fields = _result_fields(
-            cfg, answer, facts, meeting, held.data.get("source"), model, answer_format
+            cfg, answer, facts, meeting, console.source(held.data), model, answer_format
         )
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
+        if notes:
+            fields["regenerate_note"] = text.storable(" ".join(notes), MAX_NOTE_BYTES)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as exc:
         return outcomes.poison(cfg, held, _reason(exc))
     try:
@@ -157,8 +236,8 @@ def _generate(
         return outcomes.poison(cfg, held, f"the result could not be stored: {_reason(exc)}")
     if not written:
         return Busy("lost the claim before the result was written", transcript_id=tid)
-    ms = {"claim": claimed - started, "transcript": asked - claimed,
-          "gateway": answered - asked, "write": time.monotonic() - answered}  # fmt: skip
+    ms = {"claim": claimed - started, "transcript": asked_at - claimed,
+          "gateway": answered - asked_at, "write": time.monotonic() - answered}  # fmt: skip
     logs.info("action items written", tid, event="meeting_completed", items=len(fields["action_items"]),
               parsed_as=fields["llm"]["parsed_as"], ms={k: round(v * 1000) for k, v in ms.items()})  # fmt: skip
     return Done(lifecycle.COMPLETED, tid, doc, {"action_items": len(fields["action_items"])})
@@ -229,12 +308,21 @@ def _reason(exc: BaseException) -> str:
     return logs.strip_url_queries(str(exc) or type(exc).__name__)[:300]
 
 
-def _notify_now(cfg: Config, tid: str, deadline: float) -> None:
+def _notify_now(cfg: Config, tid: str, deadline: float, started: float) -> None:
     """The first attempt, right after the result; the sweep makes the rest.
-    Never delays or endangers the result: it is written already."""
-    if deadline - time.monotonic() < 4 * notify.DEFAULT_TIMEOUT:
+    Never delays or endangers the result: it is written already. Nor the
+    answer to AssemblyAI, which waits ASSEMBLYAI_WAITS seconds for it: the
+    attempt gets what is left of them (less a margin for its own two
+    writes), and is left to the sweep when that is under a second. The
+    sweep's own attempts have DEFAULT_TIMEOUT each."""
+    now = time.monotonic()
+    if deadline - now < 4 * notify.DEFAULT_TIMEOUT:
+        return
+    budget = min(notify.DEFAULT_TIMEOUT, started + ASSEMBLYAI_WAITS - NOTIFY_MARGIN - now)
+    if budget < 1.0:
+        logs.info("no time for the first notification attempt now; the sweep makes it", tid)
         return
     try:
-        notify.deliver(cfg, tid)
+        notify.deliver(cfg, tid, timeout=budget)
     except Exception:  # noqa: BLE001 - the notification stays due; the sweep retries
         logs.warning("could not send the notification now; the sweep will", tid)

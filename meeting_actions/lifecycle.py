@@ -29,8 +29,11 @@ Where each transition is decided (one module per actor):
     generating -> completed    generate.py          the paid answer is parsed and written
     generating -> error        outcomes.py          transcription failed, the gateway refused,
                                                     attempts or poison calls ran out
+    generating -> completed    outcomes.py          a regeneration that cannot make a result
+                  (or error)                        keeps the one it had (keep_previous)
     generating -> generating   outcomes.py          given back: rate limit, transient, operator,
-                                                    crash (the lease's release)
+                                                    crash (the lease's release); a claim that
+                                                    expired unsettled counts at the next claim
     queued     -> queued       sweep.py             still transcribing: checked again later
     (due)      -> (moved on)   sweep.py             every state above past its sweep_at
 

@@ -21,19 +21,25 @@ so a name that resolves differently a moment later (DNS rebinding) cannot
 redirect it. TLS still verifies the certificate for the URL's host name,
 and redirects are not followed (a 3xx is a failed attempt). Notifications
 go straight out, not through an HTTP proxy from the environment: a proxy
-would resolve the name itself and void the check. Local runs
+would resolve the name itself and void the check. One deadline bounds each
+attempt as a whole, so a receiver that answers a byte at a time cannot hold
+the function (see "one attempt, under one deadline" below). Local runs
 (`allow_local`) may also reach loopback addresses, and nothing else private.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import errno
 import functools
 import hashlib
 import ipaddress
 import json
 import os
+import selectors
 import socket
+import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -41,7 +47,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from standardwebhooks import Webhook
 
 from meeting_actions import logs, record
@@ -100,6 +105,10 @@ def check_notify_url(url: str, allow_local: bool) -> str:
     https anywhere public; http (or https) to localhost, 127.0.0.1 or [::1]
     only when `allow_local` (local runs). This is the cheap check at submit
     time: the addresses a host name resolves to are checked at send time.
+    An address is accepted only as written canonically (93.184.216.34, or
+    IPv6 in brackets): the other IPv4 forms resolvers accept (2130706433,
+    0x7f.1, 127.1) are refused, as is a host ending in a number that is no
+    address.
     """
     if not isinstance(url, str) or not url:
         raise RefusedURL("notify_url must be a non-empty string")
@@ -128,6 +137,18 @@ def check_notify_url(url: str, allow_local: bool) -> str:
         raise RefusedURL(f"notify_url must use {what}")
     if host in METADATA_HOSTS:
         raise RefusedURL("notify_url may not point at the metadata server")
+    form = _ipv4_form(host)
+    if form is False:
+        raise RefusedURL("notify_url's host ends in a number but is not an IPv4 address")
+    if form is not None and str(form) != host:
+        # 2130706433, 0x7f.1, 127.1, 0177.0.0.1: resolvers read these as
+        # addresses (inet_aton), which a check of names would let through.
+        reason = _refusal(form, allow_local)
+        judged = f", a {reason} address" if reason else ""
+        raise RefusedURL(
+            f"notify_url's host {host} is the IPv4 address {form}{judged} written another "
+            f"way: write an address as four decimal numbers"
+        )
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -165,11 +186,19 @@ def resolve_allowed(url: str, allow_local: bool) -> list[str]:
     return addresses
 
 
-def message_id(transcript_id: str, version: int | str) -> str:
-    """The webhook-id: the same on every retry of one result version, so a
-    receiver can drop duplicates, and new for a regenerated result."""
-    digest = hashlib.sha256(f"{transcript_id}\x00{version}".encode()).hexdigest()
-    return f"msg_{digest[:32]}"
+def message_id(transcript_id: str, version: int | str, result_id: str | None = None) -> str:
+    """The webhook-id: the same on every retry of one result, so a receiver
+    can drop duplicates, and new for every result. `result_id` is random
+    per result (outcomes.final), so no edit of the version fields in the
+    console can make an id come round again."""
+    key = f"{transcript_id}\x00{version}" + (f"\x00{result_id}" if result_id else "")
+    return f"msg_{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def body_digest(body: dict[str, Any]) -> str:
+    """What a message says, in 16 hex digits: one webhook-id, one body."""
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def payload(
@@ -224,7 +253,8 @@ def send(
     """One signed POST of `payload` (as JSON) to `url`; never raises.
 
     `secret` is NOTIFY_SIGNING_SECRET (`whsec_` + base64). `timeout` (s)
-    bounds connecting and each wait for the answer. Retryable: timeouts,
+    bounds the whole attempt: the name lookup, connecting, TLS, sending and
+    the answer, however slowly a receiver trickles it. Retryable: timeouts,
     connection failures, names that do not resolve, every non-2xx answer but
     410, and a missing or malformed secret (a redeploy with the right one
     heals it within the backoff).
@@ -275,9 +305,16 @@ def _attempt(
 ) -> Delivery:
     deadline = time.monotonic() + timeout
     try:
-        addresses = resolve_allowed(url, allow_local)
+        addresses = _resolve_by(url, allow_local, deadline)
     except RefusedURL as exc:
         return Delivery(False, None, f"{shown}: {exc}", retryable=False)
+    except TimeoutError:
+        return Delivery(
+            False,
+            None,
+            f"{shown}: the host name did not resolve within {_seconds(timeout)} s",
+            True,
+        )
     except OSError:
         return Delivery(False, None, f"{shown}: the host name did not resolve", retryable=True)
     try:
@@ -292,50 +329,46 @@ def _attempt(
         data = json.dumps(body, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as exc:
         return Delivery(False, None, f"the notification body is not JSON: {exc}", False)
+    parts = urllib.parse.urlsplit(url)
+    try:
+        host = _host_name(parts).encode("idna").decode("ascii")
+    except UnicodeError:
+        return Delivery(False, None, f"{shown}: the host name is not valid", retryable=False)
     timestamp = datetime.now(UTC)
     headers = {
+        "Host": _host_header(host, parts.port),
         "Content-Type": "application/json",
         "User-Agent": "meeting-actions-notify/1",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
         "webhook-signature": signer.sign(msg_id, timestamp, data),
+        "Content-Length": str(len(data.encode())),
+        "Connection": "close",
     }
-    parts = urllib.parse.urlsplit(url)
+    request = _request(parts, headers, data.encode())
     failure = "no address accepted a connection"
     for address in addresses[:_MAX_ADDRESSES]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            failure = f"timed out after {timeout:g} s"
+        if deadline - time.monotonic() <= 0:
+            failure = f"timed out after {_seconds(timeout)} s"
             break
-        target, host_header = _pinned(parts, address)
         try:
-            response = _session().post(
-                target,
-                data=data.encode(),
-                headers={**headers, "Host": host_header},
-                timeout=(remaining, remaining),
-                allow_redirects=False,
+            status = _exchange(parts, host, address, request, deadline)
+        except _NotConnected as exc:
+            failure = (
+                f"connecting timed out after {_seconds(timeout)} s"
+                if exc.timed_out
+                else "the connection was refused or failed"
             )
-        except requests.exceptions.SSLError:
+            continue
+        except ssl.SSLError:  # certificate verification included
             failure = "TLS failed (is the certificate valid for the host?)"
             break
-        except requests.ConnectTimeout:
-            failure = f"connecting timed out after {timeout:g} s"
-            continue
-        except requests.ConnectionError as exc:
-            if _not_connected(exc):
-                failure = "the connection was refused or failed"
-                continue
+        except TimeoutError:
+            failure = f"no answer within {_seconds(timeout)} s"
+            break
+        except (OSError, _NotHTTP):
             failure = "the connection broke before an answer"
             break
-        except requests.Timeout:
-            failure = f"no answer within {timeout:g} s"
-            break
-        except requests.RequestException as exc:
-            failure = f"the request failed ({type(exc).__name__})"
-            break
-        status = response.status_code
-        response.close()
         if 200 <= status < 300:
             return Delivery(True, status, None, retryable=False)
         note = " (redirects are not followed)" if 300 <= status < 400 else ""
@@ -346,6 +379,146 @@ def _attempt(
             retryable=status not in PERMANENT_STATUSES,
         )
     return Delivery(False, None, f"{shown}: {failure}", retryable=True)
+
+
+# --- one attempt, under one deadline -------------------------------------------------
+#
+# The deadline covers everything an attempt waits for: the name lookup, the
+# connection, TLS, sending and the whole answer. A per-read timeout (what
+# HTTP clients offer) lets a receiver that trickles a byte now and then hold
+# an attempt for minutes; so the attempt is one plain HTTP/1.1 exchange on a
+# non-blocking socket, every wait bounded by what is left of the deadline.
+# Only the status line matters: the answer's body is never read.
+
+# Lookups run here, so a slow resolver cannot outlast the deadline (a lookup
+# that does is left to finish on its own; the resolver's own timeouts end it).
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="notify-dns")
+_MAX_HEAD = 64 * 1024
+
+
+class _NotConnected(OSError):
+    """The receiver never got the request: another address may be tried."""
+
+    def __init__(self, timed_out: bool):
+        super().__init__("timed out" if timed_out else "refused")
+        self.timed_out = timed_out
+
+
+class _NotHTTP(ValueError):
+    """The answer is not an HTTP status line."""
+
+
+def _resolve_by(url: str, allow_local: bool, deadline: float) -> list[str]:
+    """resolve_allowed, given up at the deadline (TimeoutError)."""
+    check_notify_url(url, allow_local)  # refused at once, without a lookup
+    lookup = _LOOKUPS.submit(resolve_allowed, url, allow_local)
+    try:
+        return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+    except concurrent.futures.TimeoutError:
+        lookup.cancel()
+        raise TimeoutError("the lookup outlasted the attempt") from None
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def _host_header(host: str, port: int | None) -> str:
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{shown_host}:{port}" if port else shown_host
+
+
+def _request(parts: urllib.parse.SplitResult, headers: dict[str, str], body: bytes) -> bytes:
+    target = requests.utils.requote_uri(parts.path or "/")
+    if parts.query:
+        target += "?" + requests.utils.requote_uri(parts.query)
+    head = f"POST {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (head + "\r\n").encode("latin-1") + body
+
+
+def _exchange(
+    parts: urllib.parse.SplitResult, host: str, address: str, request: bytes, deadline: float
+) -> int:
+    """Send `request` to the checked `address` and return the answer's
+    status; TLS verifies the certificate for `host`, never the address.
+    Raises _NotConnected, ssl.SSLError, TimeoutError, OSError or _NotHTTP."""
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    conn: socket.socket = raw
+    try:
+        raw.setblocking(False)
+        code = raw.connect_ex((address, port))
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+            raise _NotConnected(timed_out=False)
+        if not _ready(raw, write=True, deadline=deadline):
+            raise _NotConnected(timed_out=True)
+        if raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            raise _NotConnected(timed_out=False)
+        if https:
+            conn = _tls_context().wrap_socket(
+                raw, server_hostname=host, do_handshake_on_connect=False
+            )
+            _io(conn, conn.do_handshake, deadline, write=False)
+        view = memoryview(request)
+        while view:
+            sent = _io(conn, functools.partial(conn.send, view), deadline, write=True)
+            view = view[sent:]
+        head = b""
+        while True:
+            end = head.find(b"\r\n\r\n")
+            if end >= 0:
+                status = _status(head[:end])
+                if status >= 200 or status == 101:
+                    return status
+                head = head[end + 4 :]  # an interim 1xx answer: the real one follows
+                continue
+            if len(head) > _MAX_HEAD:
+                raise _NotHTTP("the answer's head is too long")
+            chunk = _io(conn, functools.partial(conn.recv, 4096), deadline, write=False)
+            if not chunk:
+                if head.startswith(b"HTTP/") and b"\r\n" in head:
+                    return _status(head)  # closed right after its status line
+                raise ConnectionResetError("closed before an answer")
+            head += chunk
+    finally:
+        conn.close()
+
+
+def _status(head: bytes) -> int:
+    line = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(line) < 2 or not line[0].startswith(b"HTTP/") or not line[1].isdigit():
+        raise _NotHTTP("not an HTTP answer")
+    status = int(line[1])
+    if not 100 <= status <= 599:
+        raise _NotHTTP("not an HTTP status")
+    return status
+
+
+def _io(conn: socket.socket, op: Any, deadline: float, write: bool) -> Any:
+    """Run a non-blocking socket operation, waiting (until the deadline) as
+    often as it asks to; TimeoutError once the deadline has passed."""
+    while True:
+        try:
+            return op()
+        except ssl.SSLWantReadError:
+            wait_write = False
+        except ssl.SSLWantWriteError:
+            wait_write = True
+        except (BlockingIOError, InterruptedError):
+            wait_write = write
+        if not _ready(conn, write=wait_write, deadline=deadline):
+            raise TimeoutError("the attempt's deadline passed")
+
+
+def _ready(sock: socket.socket, write: bool, deadline: float) -> bool:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_WRITE if write else selectors.EVENT_READ)
+        return bool(selector.select(remaining))
 
 
 def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local: bool) -> str:
@@ -372,58 +545,35 @@ def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_local
     return ""
 
 
+def _ipv4_form(host: str) -> ipaddress.IPv4Address | bool | None:
+    """For a host whose last label is a number (a URL parser's sign of an
+    IPv4 host), the address a resolver reads in it, in any of the forms
+    inet_aton accepts (one to four parts, decimal, octal or hex), or False
+    if it reads none; None for a host name."""
+    if ":" in host:  # IPv6, judged as itself
+        return None
+    last = host.rsplit(".", 1)[-1]
+    digits = last[2:] if last.startswith("0x") else last
+    if not last or not digits.isascii() or not all(c in "0123456789abcdef" for c in digits):
+        return None
+    if not last.startswith("0x") and not last.isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return False
+
+
 def _host_name(parts: urllib.parse.SplitResult) -> str:
     return (parts.hostname or "").rstrip(".").lower()
 
 
-def _pinned(parts: urllib.parse.SplitResult, address: str) -> tuple[str, str]:
-    """The URL with its host replaced by the checked address, and the Host
-    header naming the original host (the adapter uses it for TLS)."""
-    host = parts.hostname or ""
-    shown_host = f"[{host}]" if ":" in host else host
-    port = parts.port
-    host_header = f"{shown_host}:{port}" if port else shown_host
-    ip = f"[{address}]" if ":" in address else address
-    netloc = f"{ip}:{port}" if port else ip
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), host_header
-
-
-class _PinnedAdapter(HTTPAdapter):
-    """Connects to the URL's (already checked) IP address while TLS sends
-    and verifies the host name from the Host header, as if it had dialled
-    the name."""
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-            request, verify, cert
-        )
-        host_header = request.headers.get("Host")
-        if host_params["scheme"] == "https" and host_header:
-            name = urllib.parse.urlsplit(f"//{host_header}").hostname
-            pool_kwargs["server_hostname"] = name
-            pool_kwargs["assert_hostname"] = name
-        return host_params, pool_kwargs
-
-
 @functools.cache
-def _session() -> requests.Session:
-    """A pooled session of its own: it needs the pinning adapter, and it
-    ignores proxy settings (see the module's docstring)."""
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    adapter = _PinnedAdapter(pool_connections=8, pool_maxsize=16, max_retries=0)
-    s.mount("https://", adapter)
-    s.mount("http://", adapter)
-    return s
-
-
-def _not_connected(exc: requests.ConnectionError) -> bool:
-    """Whether the request never reached the receiver (so another address may be tried)."""
-    text = repr(exc)
-    return any(s in text for s in ("NewConnectionError", "Connection refused"))
+def _tls_context() -> ssl.SSLContext:
+    """Certificates verified for the URL's host name, against the CA bundle
+    requests would use (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, or its certifi bundle)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle or requests.certs.where())
 
 
 def _json_default(value: Any) -> Any:
@@ -436,21 +586,27 @@ def _json_default(value: Any) -> Any:
 #
 # The document says where its notification stands:
 #   notification: {status: pending | sending | delivered | failed, id, version,
-#                  attempts, last_status, next_at, error}
+#                  result_id, result_at, body, attempts, last_status, next_at, error}
+# (`body`: a digest of the last body sent under `id`.)
 # and its `sweep_at` is the notification's `next_at` while one is due, so the
 # scheduled sweep retries it after the request that produced the result.
 
 
-def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]:
-    """The fields that start the notification of result `version`, or none."""
+def started(
+    transcript_id: str, version: int, url: str | None, result_id: str | None = None
+) -> dict[str, Any]:
+    """The fields that start the notification of result `version`, or none.
+    `result_at` is the body's timestamp on every attempt."""
     if not url:
         return {}
     first_retry = next_attempt_at(1)
     return {
         "notification": {
             "status": "pending",
-            "id": message_id(transcript_id, version),
+            "id": message_id(transcript_id, version, result_id),
             "version": version,
+            "result_id": result_id,
+            "result_at": datetime.now(UTC),
             "attempts": 0,
             "last_status": None,
             "next_at": datetime.now(UTC),
@@ -461,8 +617,50 @@ def started(transcript_id: str, version: int, url: str | None) -> dict[str, Any]
     }
 
 
+def _body(cfg: Any, tid: str, data: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
+    """The notification's body, the same on every attempt for one result:
+    its time is the result's own (`result_at`), never the document's last
+    write, and every field is read as the type the body needs."""
+    version = note.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        version = 1
+    when = note.get("result_at")
+    if not isinstance(when, datetime):  # a notification started before result_at existed
+        when = data.get("completed_at")
+        when = when if isinstance(when, datetime) else None
+    items = data.get("action_items")
+    text, error = data.get("action_items_text"), data.get("error")
+    return payload(
+        tid,
+        data["status"],
+        document=record.path(cfg, tid),
+        version=version,
+        action_items=items if isinstance(items, list) else [],
+        action_items_text=text if isinstance(text, str) else None,
+        error=error if isinstance(error, str) else None,
+        timestamp=when or datetime(1970, 1, 1, tzinfo=UTC),
+    )
+
+
+def upload_default(cfg: Any, data: dict[str, Any] | None) -> dict[str, Any]:
+    """`{"notify_url": NOTIFY_URL}` for a meeting that came from an upload
+    and has no notify URL of its own (its metadata named none, or one that
+    was refused), when the deployment has a default; else nothing. Uploads
+    are notified at their own URL or the default, never at neither."""
+    source = (data or {}).get("source")
+    if (
+        not cfg.notify_url
+        or not isinstance(source, dict)
+        or source.get("kind") != "gcs"
+        or isinstance((data or {}).get("notify_url"), str)
+    ):
+        return {}
+    return {"notify_url": cfg.notify_url}
+
+
 def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
-    note = (data or {}).get("notification") or {}
+    note = (data or {}).get("notification")
+    note = note if isinstance(note, dict) else {}
     next_at = note.get("next_at")
     return (
         note.get("status") in ("pending", "sending")
@@ -471,8 +669,9 @@ def is_due(data: dict[str, Any] | None, now: datetime | None = None) -> bool:
     )
 
 
-def deliver(cfg: Any, transcript_id: str) -> str | None:
+def deliver(cfg: Any, transcript_id: str, timeout: float | None = None) -> str | None:
     """Send the meeting's due notification once, and record the outcome.
+    `timeout`: the attempt's deadline in seconds (DEFAULT_TIMEOUT).
 
     The attempt is claimed first with a conditioned write (status `sending`,
     next_at past the attempt's time), so the request that wrote the result
@@ -481,11 +680,14 @@ def deliver(cfg: Any, transcript_id: str) -> str | None:
     sake; a Firestore failure propagates (the sweep tries again later).
     """
     data, version = record.read(cfg, transcript_id)
-    if not is_due(data):
+    if not is_due(data) or (data or {}).get("status") not in _TYPES:
+        # Not due; or its result is being regenerated: it goes on once the
+        # meeting is final again (the new result's notification replaces it).
         return None
     note = dict(data["notification"])
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     now = datetime.now(UTC)
-    attempt_ends = now + timedelta(seconds=4 * DEFAULT_TIMEOUT)
+    attempt_ends = now + timedelta(seconds=4 * max(timeout, DEFAULT_TIMEOUT))
     try:
         version = record.update(
             cfg, transcript_id,
@@ -495,19 +697,17 @@ def deliver(cfg: Any, transcript_id: str) -> str | None:
         )  # fmt: skip
     except record.LostRace:
         return None  # another sender, or a new result, got there first
-    body = payload(
-        transcript_id,
-        data["status"],
-        document=record.path(cfg, transcript_id),
-        version=note.get("version") or 1,
-        action_items=data.get("action_items"),
-        action_items_text=data.get("action_items_text"),
-        error=data.get("error"),
-        timestamp=data.get("completed_at") or data.get("updated_at"),
-    )
+    body = _body(cfg, transcript_id, data, note)
+    # One webhook-id, one body: if a person edited the result since the last
+    # attempt, this is another message, under an id of its own.
+    digest = body_digest(body)
+    if note.get("body") not in (None, digest) or not isinstance(note.get("id"), str):
+        note["id"] = message_id(transcript_id, body["version"], f"{note.get('result_id')}:{digest}")
+    note["body"] = digest
+    url = data.get("notify_url")
     outcome = send(
-        data.get("notify_url") or "", body, note["id"], cfg.notify_signing_secret,
-        cfg.notify_allow_local, transcript_id=transcript_id,
+        url if isinstance(url, str) else "", body, note["id"], cfg.notify_signing_secret,
+        cfg.notify_allow_local, timeout, transcript_id=transcript_id,
     )  # fmt: skip
     attempts = int(note.get("attempts") or 0) + 1
     note.update(attempts=attempts, last_status=outcome.status, error=outcome.error)

@@ -3,15 +3,18 @@ result version (completed or error), or a failure classified into what
 happens next. A rate limit waits uncounted, a transient failure is retried
 a bounded number of times, an operator failure waits for a person, a
 refusal or a poison answer ends the meeting in `error`, and a crash gives
-the claim back counted.
+the claim back counted. A regeneration that cannot produce a result it
+should (a person's edit the gateway refused, say) keeps the previous one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import traceback
+import uuid
 from typing import Any
 
-from . import assemblyai, lease, lifecycle, logs, notify, record
+from . import assemblyai, console, lease, lifecycle, logs, notify, record, text
 from .config import Config
 from .lifecycle import Busy, Done, Kind, Result
 
@@ -32,7 +35,7 @@ def gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) -> 
         held.release(message, sweep_at=record.later(cfg.recheck_seconds))
         return lifecycle.busy_for(failure, tid, "the LLM Gateway refused the key")
     if failure.kind is Kind.TRANSIENT:
-        attempts = int(held.state.get("attempts") or 0) + 1
+        attempts = held.state["attempts"] + 1
         if attempts < cfg.max_generation_attempts:
             logs.warning("the LLM Gateway failed, will try again", tid, error=message,
                          attempts=attempts)  # fmt: skip
@@ -47,7 +50,7 @@ def poison(cfg: Config, held: lease.Lease, reason: str) -> Result:
     """A paid answer that cannot be parsed or stored: asking again would
     most likely pay for the same failure, so stop after MAX_POISON_CALLS."""
     tid = held.doc_id
-    calls = int(held.state.get("poison_calls") or 0) + 1
+    calls = console.count(held.state.get("poison_calls")) + 1
     message = f"the model's answer could not be used: {reason}"
     if calls < cfg.max_poison_calls:
         logs.error(message + "; will ask again", tid, poison_calls=calls)
@@ -59,27 +62,75 @@ def poison(cfg: Config, held: lease.Lease, reason: str) -> Result:
 
 def crashed(cfg: Config, held: lease.Lease, exc: Exception) -> Result:
     """A bug after the claim: give the claim back and count the attempt, so
-    the meeting is retried a bounded number of times, then ends in error."""
+    the meeting is retried a bounded number of times, then ends. Always
+    returns: if nothing can be written, the claim stays unsettled and the
+    next claim, after its lease, counts this attempt (lease.py)."""
     tid = held.doc_id
     logs.error("unexpected error while holding the meeting", tid,
                traceback=traceback.format_exc(limit=20))  # fmt: skip
-    attempts = int(held.state.get("attempts") or 0) + 1
+    attempts = held.state["attempts"] + 1
+    message = f"internal error ({type(exc).__name__})"
     try:
         if attempts >= cfg.max_generation_attempts:
-            return fail(held, f"internal error ({type(exc).__name__}) after {attempts} attempts",
-                         "action_items", attempts=attempts)  # fmt: skip
+            return fail(held, f"{message} after {attempts} attempts", "action_items",
+                        attempts=attempts)  # fmt: skip
         held.release(f"internal error: {type(exc).__name__}", count_attempt=True)
-    except Exception:  # noqa: BLE001 - the lease expires by itself
-        logs.error("could not give the claim back", tid)
+    except record.Unavailable:
+        logs.error("could not give the claim back; the next claim counts this attempt", tid)
+    except Exception:  # noqa: BLE001 - the lease expires by itself, and the next claim counts it
+        logs.error("could not give the claim back; the next claim counts this attempt", tid,
+                   traceback=traceback.format_exc(limit=5))  # fmt: skip
     return Busy("internal error, try again later", transcript_id=tid)
+
+
+def regenerating(held: lease.Lease) -> str | None:
+    """The status a regeneration's claim goes back to if it fails
+    (regenerate.py marks the claim), or None for any other claim."""
+    previous = held.state.get("regenerating_from")
+    return previous if previous in lifecycle.FINAL else None
+
+
+def keep_previous(held: lease.Lease, note: str) -> Result:
+    """A regeneration that should not replace the result: the meeting goes
+    back to the result it had when the request was claimed (its fields
+    were never touched), with `regenerate_note` saying why. No new result
+    version, no notification; the copy the claim put in `history` goes."""
+    tid = held.doc_id
+    data = held.data
+    previous = held.state.get("regenerating_from")
+    if previous not in lifecycle.FINAL:
+        previous = lifecycle.COMPLETED if console.items(data) else lifecycle.ERROR
+    history = console.history(data)
+    same = ("result_version", "result_id", "completed_at", "error")
+    if history and all(history[-1].get(k) == data.get(k) for k in same):
+        history.pop()
+    note = text.storable(logs.strip_url_queries(note), 2000)
+    logs.warning("regeneration refused; the previous result is kept", tid, note=note)
+    fields: dict[str, Any] = {"status": previous, "history": history, "regenerate_note": note}
+    pending = console.notification(data)
+    if pending.get("status") in ("pending", "sending") and isinstance(
+        pending.get("next_at"), dt.datetime
+    ):
+        fields["sweep_at"] = pending["next_at"]  # the previous result's notification goes on
+    if not held.finish(fields):
+        return Busy("lost the claim before the previous result was put back", transcript_id=tid)
+    return Done(previous, tid, f"{held.collection}/{tid}", {"kept_previous": True})
 
 
 def final(held: lease.Lease, fields: dict[str, Any]) -> bool:
     """Write a final result (completed or error) as a new result version,
-    with its notification due when the meeting has a notify URL."""
-    version = int(held.data.get("result_version") or 0) + 1
-    started = notify.started(held.doc_id, version, held.data.get("notify_url"))
-    return held.finish({**fields, "result_version": version, **started})
+    with its notification due when the meeting has a notify URL. The
+    version follows the highest the document shows anywhere (console.py),
+    so a person's edit can neither lower it nor break the write."""
+    version = console.result_version(held.data) + 1
+    result_id = uuid.uuid4().hex
+    try:
+        started = notify.started(held.doc_id, version, console.notify_url(held.data), result_id)
+    except Exception:  # noqa: BLE001 - a notification must never cost the result
+        logs.error("could not start the notification; the result is written without it",
+                   held.doc_id, traceback=traceback.format_exc(limit=5))  # fmt: skip
+        started = {}
+    return held.finish({**fields, "result_version": version, "result_id": result_id, **started})
 
 
 def fail(
@@ -91,6 +142,10 @@ def fail(
 ) -> Result:
     tid = held.doc_id
     message = logs.strip_url_queries(message)[:1000]
+    if regenerating(held) == lifecycle.COMPLETED:
+        # A person asked for a new result: failing to make one keeps the old.
+        return keep_previous(held, f"the regeneration failed: {message}; the previous "
+                             "result is kept")  # fmt: skip
     logs.error("the meeting failed", tid, event="meeting_failed", error=message, stage=stage)
     fields: dict[str, Any] = {
         "status": lifecycle.ERROR,
@@ -100,6 +155,14 @@ def fail(
     }
     if generation:
         fields["generation"] = generation
-    if not final(held, fields):
+    try:
+        written = final(held, fields)
+    except record.Unavailable:
+        raise
+    except Exception:  # noqa: BLE001 - the meeting must end: the error alone, plainly
+        logs.error("could not write the error in full; writing it alone", tid,
+                   traceback=traceback.format_exc(limit=5))  # fmt: skip
+        written = held.finish({k: fields[k] for k in ("status", "error", "error_stage")})
+    if not written:
         return Busy("lost the claim before the error was written", transcript_id=tid)
     return Done(lifecycle.ERROR, tid, f"{held.collection}/{tid}")

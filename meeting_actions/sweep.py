@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any
 
-from . import assemblyai, lifecycle, logs, notify, record, transcript_ready
+from . import assemblyai, console, lifecycle, logs, notify, record, transcript_ready
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Result
@@ -37,7 +37,7 @@ def check_queued(
         logs.warning("AssemblyAI's deliveries were lost; the sweep takes the meeting on", tid,
                      transcript_status=transcript.get("status"))  # fmt: skip
         return transcript_ready.complete(cfg, tid, Hints(), deadline, transcript)
-    checks = int(data.get("queued_checks") or 0) + 1
+    checks = console.count(data.get("queued_checks")) + 1
     created = data.get("created_at")
     base = created if isinstance(created, dt.datetime) else record.now()
     later = max(
@@ -118,7 +118,7 @@ def _sweep_one(
             return transcript_ready.complete(cfg, tid, Hints(), deadline)
         if notify.is_due(data):
             return Done(f"notification_{notify.deliver(cfg, tid)}", tid)
-        if (data.get("notification") or {}).get("status") not in ("pending", "sending"):
+        if console.notification(data).get("status") not in ("pending", "sending"):
             reschedule(cfg, tid, {"sweep_at": None}, version)  # final, nothing pending
         return None
     except Exception:  # noqa: BLE001 - one bad meeting must not stop the run

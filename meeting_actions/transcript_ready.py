@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from . import action_items, assemblyai, generate, inputs, lease, lifecycle, logs, record
+from . import action_items, assemblyai, generate, inputs, lease, lifecycle, logs, notify, record
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
@@ -96,7 +96,8 @@ def complete(
     try:
         claimed = lease.claim(
             cfg.collection, tid, "generation", uuid.uuid4().hex, cfg.claim_seconds,
-            decide, lambda _: {"status": lifecycle.GENERATING}, create,
+            decide, lambda data: {"status": lifecycle.GENERATING, **notify.upload_default(cfg, data)},
+            create,
         )  # fmt: skip
     except Failure as failure:  # reading the transcript for a missing document
         if failure.kind is Kind.PERMANENT:

@@ -4,7 +4,7 @@ are worth another attempt.
 
 Traffic only ever goes to loopback receivers in this process: refused
 addresses are checked by resolution (literal IPs, or a patched
-getaddrinfo) with the HTTP session replaced by one that fails the test.
+getaddrinfo) with the exchange replaced by one that fails the test.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,10 @@ def make_receiver() -> Iterator:
 def no_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to send fails the test."""
 
-    def forbidden() -> None:
+    def forbidden(*_args: object) -> None:
         pytest.fail("a refused notification sent traffic")
 
-    monkeypatch.setattr(notify, "_session", forbidden)
+    monkeypatch.setattr(notify, "_exchange", forbidden)
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, table: dict[str, list[str]]) -> list[str]:
@@ -207,6 +208,33 @@ def test_local_urls_only_when_allowed(url: str) -> None:
 def test_bad_urls_are_refused_with_a_readable_message(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         notify.check_notify_url(url, allow_local=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://2130706433/", "127.0.0.1, a loopback address written another way"),
+        ("https://0x7f.1/", "127.0.0.1, a loopback address"),
+        ("https://127.1/", "127.0.0.1, a loopback address"),
+        ("https://0177.0.0.1/", "127.0.0.1, a loopback address"),
+        ("https://10.1/", "10.0.0.1, a private address"),
+        ("https://1572395042/", "93.184.216.34 written another way"),  # public: still refused
+        ("https://1.2.3.4.5/", "ends in a number but is not an IPv4 address"),
+        ("https://hooks.example.999999999999/", "ends in a number"),
+    ],
+)
+def test_numeric_host_forms_are_refused_at_submit(url: str, message: str) -> None:
+    """Resolvers read these as IPv4 addresses (inet_aton), so the submit
+    check judges them as addresses, not names, and asks for the plain form."""
+    with pytest.raises(ValueError, match=message):
+        notify.check_notify_url(url, allow_local=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://93.184.216.34/", "https://hooks.example.com/", "https://a.b.123abc/"]
+)
+def test_plain_addresses_and_names_ending_in_letters_pass(url: str) -> None:
+    assert notify.check_notify_url(url, allow_local=False) == url
 
 
 def test_http_to_a_non_local_host_is_refused_even_locally() -> None:
@@ -354,6 +382,45 @@ def test_a_receiver_that_does_not_answer_in_time_is_retryable(make_receiver) -> 
     assert "no answer within 0.3 s" in result.error
 
 
+def test_a_trickling_receiver_holds_an_attempt_no_longer_than_its_timeout() -> None:
+    """One deadline per attempt, not per read: a receiver that answers one
+    byte every 0.3 s (its whole answer would take about 30 s) is given up
+    on at the timeout. (Before: every byte came within the 1 s read
+    timeout, and the attempt lasted the whole trickle.)"""
+    server, url, received = notify_receiver.start(SECRET, quiet=True, trickle=0.3)
+    try:
+        started = time.monotonic()
+        result = notify.send(url, body(), "msg_slow", SECRET, allow_local=True, timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert elapsed < 1.5, f"one attempt took {elapsed:.1f} s with a 1 s timeout"
+    assert (result.delivered, result.status, result.retryable) == (False, None, True)
+    assert "no answer within 1 s" in result.error
+    assert len(received) == 1, "the receiver had the notification; its answer was too slow"
+
+
+def test_a_slow_name_lookup_counts_against_the_attempts_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == "slow.example.com":
+            time.sleep(3)  # a resolver that takes its time
+            return real("127.0.0.1", *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    result = notify.send("https://slow.example.com/x", body(), "msg_x", SECRET, timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"the lookup held the attempt {elapsed:.1f} s with a 0.5 s timeout"
+    assert (result.delivered, result.retryable) == (False, True)
+    assert "did not resolve within 0.5 s" in result.error
+
+
 def test_a_receiver_that_is_down_is_retryable() -> None:
     url = f"http://127.0.0.1:{free_port()}/done"
     result = notify.send(url, body(), "msg_x", SECRET, allow_local=True)
@@ -448,10 +515,10 @@ def _tls_context(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, Path]:
 def trust(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     def use(cert_path: Path) -> None:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
-        notify._session.cache_clear()
+        notify._tls_context.cache_clear()
 
     yield use
-    notify._session.cache_clear()
+    notify._tls_context.cache_clear()
 
 
 def test_https_dials_the_checked_address_and_verifies_the_name(

@@ -245,6 +245,42 @@ def test_every_transcript_state_parses_with_the_sdk(stack, standin):
     assert answers[-1]["status"] == "error" and answers[-1]["error"]
 
 
+def test_a_deleted_transcript_answers_the_specs_deleted_shape(stack):
+    """DELETE /v2/transcript/{id}, as AssemblyAI documents it: the same id,
+    completed, "Deleted by user.", no words or utterances, on every later
+    GET too; it parses with the SDK and follows the spec."""
+    headers = {"Authorization": stack.api_key}
+    base = f"{stack.standin.url}/v2/transcript"
+    tid = requests.post(
+        base,
+        json={"audio_url": stack.upload_sample(), "speaker_labels": True},
+        headers=headers,
+        timeout=10,
+    ).json()["id"]
+    early = requests.delete(f"{base}/{tid}", headers=headers, timeout=10)
+    assert early.status_code == 400, "still being processed"
+    for _ in range(200):
+        if (
+            requests.get(f"{base}/{tid}", headers=headers, timeout=10).json()["status"]
+            == "completed"
+        ):
+            break
+        time.sleep(0.02)
+    deleted = requests.delete(f"{base}/{tid}", headers=headers, timeout=10)
+    assert deleted.status_code == 200, deleted.text
+    later = requests.get(f"{base}/{tid}", headers=headers, timeout=10).json()
+    for body in (deleted.json(), later):
+        assert body["id"] == tid and body["status"] == "completed"
+        assert body["text"] == "Deleted by user." and body["audio_url"] == "http://deleted_by_user"
+        assert body["words"] is None and body["utterances"] is None
+        assert body["audio_duration"] > 0
+        aai_types.TranscriptResponse.parse_obj(body)
+        check_against_spec("DELETE", "/v2/transcript/x", 200, body)
+    unknown = requests.delete(f"{base}/no-such-transcript", headers=headers, timeout=10)
+    assert unknown.status_code == 400 and "not found" in unknown.json()["error"]
+    assert requests.delete(f"{base}/{tid}", timeout=10).status_code == 401
+
+
 # --- the LLM Gateway ---------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The stand-in's HTTP server: AssemblyAI's API on one loopback port.
 
-    /v2/upload, /v2/transcript, /v2/transcript/<id>   the transcript API
+    /v2/upload, /v2/transcript, /v2/transcript/<id>   the transcript API (GET, and DELETE)
     /v2/transcript/<id>/sentences, .../paragraphs     the same words, regrouped
     /v1/chat/completions, /v1/models                  the LLM Gateway
     /_standin/...                                     control API for tests
@@ -229,6 +229,10 @@ class StandIn:
             if method != allowed:
                 return _json({"error": f"Method {method} not allowed"}, 405)
             return handler(request)
+        if path.startswith("/v2/transcript/") and method == "DELETE":
+            parts = path[len("/v2/transcript/") :].split("/")
+            if len(parts) == 1:
+                return self.delete_transcript(request, parts[0])
         if path.startswith("/v2/transcript/") and method == "GET":
             parts = path[len("/v2/transcript/") :].split("/")
             if len(parts) == 1:
@@ -346,6 +350,56 @@ class StandIn:
             return _json({"error": "Transcript lookup error, transcript id not found"}, 400)
         self.record(request, 200, transcript_id=tid)
         return _json(internal["transcript"])
+
+    def delete_transcript(self, request: Request, tid: str) -> Response:
+        """DELETE /v2/transcript/{id}: the data removed, the transcript kept
+        in the spec's deleted shape (its DeleteTranscriptResponse example):
+        text "Deleted by user.", no words or utterances, the URLs
+        replaced; an upload it came from is deleted with it. Every later GET
+        answers that shape. A transcript still in progress is refused with
+        a 400 (the SDK waits for completion before deleting)."""
+        if not self.authorized(request):
+            self.record(request, 401)
+            return _json({"error": AUTH_ERROR}, 401)
+        rule = self.fault("transcript_delete", transcript_id=tid)
+        if rule and rule["kind"] == "status":
+            self.record(request, rule["status"], transcript_id=tid)
+            return _json({"error": rule.get("message", "Service unavailable")}, rule["status"])
+        with self.lock:
+            internal = self.transcripts.get(tid)
+            if internal is None:
+                status = 400
+                body: dict = {"error": "Transcript lookup error, transcript id not found"}
+            elif internal["transcript"]["status"] not in ("completed", "error"):
+                status = 400
+                body = {"error": "Transcript is still being processed and cannot be deleted yet"}
+            else:
+                t = internal["transcript"]
+                upload = t["audio_url"] or ""
+                if "/cdn/upload/" in upload:
+                    self.uploads.pop(upload.rsplit("/", 1)[1], None)
+                t.pop("speech_understanding", None)
+                t.pop("speech_model_used", None)
+                t.update(
+                    audio_url="http://deleted_by_user",
+                    webhook_url="http://deleted_by_user",
+                    text="Deleted by user.",
+                    words=None,
+                    utterances=None,
+                    confidence=None,
+                    # The example says language_code: null, which the
+                    # spec's own schema refuses: the code is kept.
+                    language_confidence=None,
+                    speaker_labels=None,
+                    speakers_expected=None,
+                    webhook_auth=False,
+                    webhook_auth_header_name=None,
+                )
+                internal["segments"] = None
+                internal["deleted"] = True
+                status, body = 200, dict(t)
+        self.record(request, status, transcript_id=tid)
+        return _json(body, status)
 
     def get_segments(self, request: Request, tid: str, kind: str) -> Response:
         """GET /v2/transcript/{id}/sentences or /paragraphs: SentencesResponse
