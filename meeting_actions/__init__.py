@@ -20,7 +20,9 @@ Modules, one concern each:
     console       what a person may set on a document, and how each field is read
     sweep         the scheduled sweep: what deliveries could not finish
     uploads       the storage trigger
-    notify        signed notifications of each result
+    notify        signed notifications of each result, and their state on the document
+    notify_address  where a notification may go (the SSRF checks)
+    notify_http   one attempt: a plain HTTP POST under one deadline
     utterances    the turns read from the transcript, and the prompt lines
     moments       quote checks and links
 """

@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from . import inputs, notify
+from . import inputs, notify_address
 from .config import Config
 
 
@@ -58,7 +58,7 @@ def from_query(args: Mapping[str, str]) -> Hints:
     fmt = args.get("answer_format")
     notify_to = args.get("notify")
     try:  # the production address check runs again at send time
-        notify_to = notify.check_notify_url(notify_to, True) if notify_to else None
+        notify_to = notify_address.check_notify_url(notify_to, True) if notify_to else None
     except ValueError:
         notify_to = None
     return Hints(

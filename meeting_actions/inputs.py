@@ -141,14 +141,14 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
 
 def notify_url(value: Any, allow_local: bool) -> str | None:
     """Where to POST the signed result: https, or http to loopback in local runs."""
-    from . import notify
+    from . import notify_address
 
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest("notify_url must be an https URL", field="notify_url")
     try:
-        return notify.check_notify_url(value, allow_local)
+        return notify_address.check_notify_url(value, allow_local)
     except ValueError as exc:
         raise InvalidRequest(f"notify_url: {exc}", field="notify_url") from None
 

@@ -20,7 +20,7 @@ from fakes import GOOD_CONTENT, answer
 from test_lifecycle import Product, product  # noqa: F401 - the fixture
 
 from local import eventarc
-from meeting_actions import assemblyai, lifecycle, notify, record
+from meeting_actions import assemblyai, lifecycle, notify, notify_address, record
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -161,7 +161,7 @@ def test_a_notify_url_to_a_private_address_is_refused_in_production(product, mon
         refused = product.submit(notify_url=url)
         assert refused.status_code == 400 and refused.get_json()["field"] == "notify_url"
     # A name that resolves to a private address is refused at send time, with no traffic.
-    monkeypatch.setattr(notify.socket, "getaddrinfo",
+    monkeypatch.setattr(notify_address.socket, "getaddrinfo",
                         lambda *a, **k: [(2, 1, 6, "", ("10.1.2.3", 443))])  # fmt: skip
     tid = notified_meeting(product, "https://hooks.customer.example/done")
     assert product.deliver(tid).status_code == 200

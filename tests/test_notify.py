@@ -28,7 +28,7 @@ from standardwebhooks import Webhook
 
 from local import notify_receiver
 from local.stack import free_port
-from meeting_actions import notify
+from meeting_actions import notify, notify_address, notify_http
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 TID = "tr_0123456789"
@@ -111,7 +111,7 @@ def no_traffic(monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*_args: object) -> None:
         pytest.fail("a refused notification sent traffic")
 
-    monkeypatch.setattr(notify, "_exchange", forbidden)
+    monkeypatch.setattr(notify_http, "exchange", forbidden)
 
 
 def fake_dns(monkeypatch: pytest.MonkeyPatch, table: dict[str, list[str]]) -> list[str]:
@@ -167,7 +167,7 @@ def body(version: int = 1, status: str = "completed") -> dict[str, Any]:
     ],
 )
 def test_public_https_urls_are_accepted(url: str) -> None:
-    assert notify.check_notify_url(url, allow_local=False) == url
+    assert notify_address.check_notify_url(url, allow_local=False) == url
 
 
 @pytest.mark.parametrize(
@@ -180,9 +180,9 @@ def test_public_https_urls_are_accepted(url: str) -> None:
     ],
 )
 def test_local_urls_only_when_allowed(url: str) -> None:
-    assert notify.check_notify_url(url, allow_local=True) == url
+    assert notify_address.check_notify_url(url, allow_local=True) == url
     with pytest.raises(ValueError, match="this machine"):
-        notify.check_notify_url(url, allow_local=False)
+        notify_address.check_notify_url(url, allow_local=False)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_local_urls_only_when_allowed(url: str) -> None:
 )
 def test_bad_urls_are_refused_with_a_readable_message(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        notify.check_notify_url(url, allow_local=True)
+        notify_address.check_notify_url(url, allow_local=True)
 
 
 @pytest.mark.parametrize(
@@ -227,19 +227,19 @@ def test_numeric_host_forms_are_refused_at_submit(url: str, message: str) -> Non
     """Resolvers read these as IPv4 addresses (inet_aton), so the submit
     check judges them as addresses, not names, and asks for the plain form."""
     with pytest.raises(ValueError, match=message):
-        notify.check_notify_url(url, allow_local=False)
+        notify_address.check_notify_url(url, allow_local=False)
 
 
 @pytest.mark.parametrize(
     "url", ["https://93.184.216.34/", "https://hooks.example.com/", "https://a.b.123abc/"]
 )
 def test_plain_addresses_and_names_ending_in_letters_pass(url: str) -> None:
-    assert notify.check_notify_url(url, allow_local=False) == url
+    assert notify_address.check_notify_url(url, allow_local=False) == url
 
 
 def test_http_to_a_non_local_host_is_refused_even_locally() -> None:
     with pytest.raises(ValueError, match="https, or http to localhost"):
-        notify.check_notify_url("http://192.0.2.10/", allow_local=True)
+        notify_address.check_notify_url("http://192.0.2.10/", allow_local=True)
 
 
 # --- send-time address check -------------------------------------------------
@@ -268,13 +268,13 @@ def test_names_resolving_to_non_public_addresses_are_refused(
     monkeypatch: pytest.MonkeyPatch, addresses: list[str], reason: str
 ) -> None:
     fake_dns(monkeypatch, {"hooks.example.com": addresses})
-    with pytest.raises(notify.RefusedURL, match=reason):
-        notify.resolve_allowed("https://hooks.example.com/done", allow_local=False)
+    with pytest.raises(notify_address.RefusedURL, match=reason):
+        notify_address.resolve_allowed("https://hooks.example.com/done", allow_local=False)
 
 
 def test_public_addresses_are_returned_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_dns(monkeypatch, {"hooks.example.com": ["2606:2800:220:1::1", "93.184.216.34"]})
-    got = notify.resolve_allowed("https://hooks.example.com/done", allow_local=False)
+    got = notify_address.resolve_allowed("https://hooks.example.com/done", allow_local=False)
     assert got == ["2606:2800:220:1::1", "93.184.216.34"]
 
 
@@ -282,11 +282,14 @@ def test_local_runs_may_reach_loopback_and_nothing_else_private(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_dns(monkeypatch, {"localhost": ["127.0.0.1", "::1"], "hooks.test": ["10.1.2.3"]})
-    assert notify.resolve_allowed("http://localhost:9/", allow_local=True) == ["127.0.0.1", "::1"]
-    with pytest.raises(notify.RefusedURL, match="private"):
-        notify.resolve_allowed("https://hooks.test/", allow_local=True)
-    with pytest.raises(notify.RefusedURL, match="metadata"):
-        notify.resolve_allowed("https://169.254.169.254/", allow_local=True)
+    assert notify_address.resolve_allowed("http://localhost:9/", allow_local=True) == [
+        "127.0.0.1",
+        "::1",
+    ]
+    with pytest.raises(notify_address.RefusedURL, match="private"):
+        notify_address.resolve_allowed("https://hooks.test/", allow_local=True)
+    with pytest.raises(notify_address.RefusedURL, match="metadata"):
+        notify_address.resolve_allowed("https://169.254.169.254/", allow_local=True)
 
 
 @pytest.mark.parametrize(
@@ -515,10 +518,10 @@ def _tls_context(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, Path]:
 def trust(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     def use(cert_path: Path) -> None:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_path))
-        notify._tls_context.cache_clear()
+        notify_http._tls_context.cache_clear()
 
     yield use
-    notify._tls_context.cache_clear()
+    notify_http._tls_context.cache_clear()
 
 
 def test_https_dials_the_checked_address_and_verifies_the_name(
@@ -639,7 +642,7 @@ def test_send_never_raises(monkeypatch: pytest.MonkeyPatch, no_traffic: None) ->
     def broken(*_args: object) -> None:
         raise RuntimeError("https://hooks.example.com/x?token=abc exploded")
 
-    monkeypatch.setattr(notify, "resolve_allowed", broken)
+    monkeypatch.setattr(notify_address, "resolve_allowed", broken)
     result = notify.send("https://hooks.example.com/x?token=abc", body(), "msg_x", SECRET)
     assert result == notify.Delivery(
         False, None, "https://hooks.example.com/x: unexpected RuntimeError", True
