@@ -89,7 +89,7 @@ def test_burst_of_100_beyond_the_gateway_rate_limit(tmp_path, restore_env):
 @pytest.mark.slow
 def test_firestore_goes_away_and_comes_back(tmp_path, restore_env):
     """The Firestore server is stopped while meetings are being transcribed
-    and started again (empty: the npm server keeps nothing on disk). Calls
+    and started again (empty: the emulator keeps nothing on disk). Calls
     in that window answer 5xx; AssemblyAI's retries then rebuild every
     meeting's document in full from AssemblyAI's record and complete it."""
     stack = _own_stack(tmp_path, "--transcription-seconds", "2")
