@@ -42,7 +42,7 @@ def compare_with_polling(args: argparse.Namespace, meetings: int, polling: bool 
     transcription = args.transcription_share * args.meeting_minutes * 60
     ratio = transcription / SAMPLE_SECONDS
     with local_stack.Stack() as stack:
-        stack.start_firestore()
+        stack.start_firestore(count=True)  # the functions reach it through the counting proxy
         stack.start_standin(
             None,
             "--transcription-ratio",

@@ -1,10 +1,11 @@
 """Our code against the floor: CPU and wall milliseconds per meeting.
 
-Four sides run in this one process against the same Firestore server and the
-same AssemblyAI stand-in, with no simulated latency (the gateway answers at
-once, transcription takes 0.05 s and is waited out between the two halves,
-outside the clock), so what is left on the clock is each side's own work
-plus the servers' bare handling time, which all pay alike.
+Four sides run in this one process against the same Firestore emulator
+(through the proxy that counts their operations, local/firestore_proxy.py)
+and the same AssemblyAI stand-in, with no simulated latency (the gateway
+answers at once, transcription takes 0.05 s and is waited out between the
+two halves, outside the clock), so what is left on the clock is each side's
+own work plus the servers' bare handling time, which all pay alike.
 
 - ours: the real entry points of main.py, called with the request a
   deployed function would get (the submit's JSON body; AssemblyAI's webhook
@@ -223,7 +224,7 @@ def _timed(call: Callable[[], object], check: Callable[[object], object]) -> tup
 def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
     results: dict = {}
     with local_stack.Stack() as stack, contextlib.ExitStack() as cleanup:
-        stack.start_firestore()
+        stack.start_firestore(count=True)  # every side reaches it through the counting proxy
         stack.start_standin(
             None,
             "--transcription-seconds",

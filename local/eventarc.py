@@ -1,10 +1,10 @@
-"""Eventarc for the local Firestore server: document updates become the
+"""Eventarc for Google's Firestore emulator: document updates become the
 Firestore CloudEvents Eventarc delivers, so a Firestore-triggered function
 runs the same code locally as in the cloud.
 
-The npm Firestore server sends no events of its own. This bridge listens to
-one collection with an `on_snapshot` listener (the server's Listen stream
-supports collection listeners), keeps the last version of each document,
+The emulator delivers no events to functions. This bridge listens to
+one collection with an `on_snapshot` listener (on the emulator's Listen
+stream, as in the cloud), keeps the last version of each document,
 and for each MODIFIED one POSTs a `google.cloud.firestore.document.v1.updated`
 CloudEvent in binary content mode: the attributes Eventarc sends, and a
 protobuf `DocumentEventData` body (`value`, `old_value`, `update_mask`) from
@@ -16,22 +16,15 @@ then given up. `redeliver_last` sends an event again, as Eventarc may.
 
 Where it differs from Eventarc (local only, never deployed):
 - Created and deleted documents produce no events (only `updated`).
-- The listener reports the state it sees, not each write: on any write
-  anywhere, the npm server re-runs the listener's query and sends the whole
-  collection again, and the client reports the documents whose update time
-  moved. Writes that land together (concurrent writers) may arrive as one
-  event whose `old_value` is the last state seen, where Eventarc sends one
-  event per write. One writer's successive writes arrive one by one. Each
-  write costs a query of the collection per listener: keep bridges out of
-  benchmarks.
+- The listener reports the state it sees, not each write: writes that land
+  together (concurrent writers) may arrive as one event whose `old_value` is
+  the last state seen, where Eventarc sends one event per write. One
+  writer's successive writes arrive one by one.
 - `update_mask.field_paths` lists the top-level fields whose value changed
   (added, removed or different), compared as Firestore values, so 1, 1.0
   and true differ. Whether Eventarc lists a nested change as `options` or
   as `options.answer_format` is not confirmed here: a function should
   compare a path's first segment.
-- The npm server itself ignores `DELETE_FIELD`, and a plain `set()` on an
-  existing document keeps the fields it does not name (real Firestore
-  deletes the field, and replaces the document).
 - Events for one collection are delivered one at a time, in order.
 """
 

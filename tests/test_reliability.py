@@ -89,10 +89,12 @@ def test_burst_of_100_beyond_the_gateway_rate_limit(tmp_path, restore_env):
 @pytest.mark.slow
 def test_firestore_goes_away_and_comes_back(tmp_path, restore_env):
     """The Firestore server is stopped while meetings are being transcribed
-    and started again (empty: the npm server keeps nothing on disk). Calls
+    and started again (empty: the emulator keeps nothing on disk). Calls
     in that window answer 5xx; AssemblyAI's retries then rebuild every
-    meeting's document in full from AssemblyAI's record and complete it."""
-    stack = _own_stack(tmp_path, "--transcription-seconds", "2")
+    meeting's document in full from AssemblyAI's record and complete it.
+    The stand-in holds the transcriptions until Firestore is down, so no
+    delivery can come before the outage, however slow the submits are."""
+    stack = _own_stack(tmp_path, "--hold", "1")
     try:
         db = _client(stack)
         fns = Functions(stack, {})
@@ -108,6 +110,7 @@ def test_firestore_goes_away_and_comes_back(tmp_path, restore_env):
         during = fns.submit_json({"audio_url": audio, "metadata": {"n": "during"}})
         assert during.status_code == 503 and during.json()["transcript_id"], during.text
         tids.append(during.json()["transcript_id"])
+        requests.post(f"{control.url}/release", timeout=10).raise_for_status()
         wait_until(
             lambda: all(
                 any(a["result"] == 503 for a in control.transcript(t)["attempts"]) for t in tids[:5]
