@@ -450,6 +450,11 @@ class StandInControl:
     def fault(self, **rule: object) -> None:
         self._post("/faults", {"rules": [rule]})
 
+    def models(self, listed: list[str] | None = None, retired: list[str] | None = None) -> dict:
+        """Which models GET /v1/models lists (None: all) and which are retired
+        (unlisted, and a completion with one answers 404)."""
+        return self._post("/models", {"listed": listed, "retired": retired or []})
+
     def clear_faults(self) -> None:
         requests.delete(self.url + "/faults", timeout=10).raise_for_status()
 

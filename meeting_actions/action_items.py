@@ -144,8 +144,7 @@ def request_body(
     meeting is in the prompt and the items carry their moments; without,
     the gateway substitutes the transcript's text for the placeholder.
     `labels`: some speakers are not identified by name. The transcript id
-    is sent either way: the gateway ties the request to the transcript
-    with it.
+    goes only with the placeholder, the one thing the gateway uses it for.
     """
     if transcript_lines is not None:
         user = MOMENTS_USER_PROMPT.format(
@@ -159,7 +158,7 @@ def request_body(
         schema = SCHEMA
     return {
         "model": model,
-        "transcript_id": transcript_id,
+        **({"transcript_id": transcript_id} if transcript_lines is None else {}),
         "messages": [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": user},

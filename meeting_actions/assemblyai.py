@@ -152,12 +152,37 @@ def upload(cfg: Config, stream: IO[bytes], timeout: float = 3000) -> str:
     return url
 
 
-def chat_completion(cfg: Config, body: dict[str, Any], deadline: float) -> dict:
+def list_models(cfg: Config, timeout: float = 5) -> Any:
+    """The LLM Gateway's model list (GET /v1/models), as it answered."""
+    return _call(
+        cfg,
+        "GET",
+        f"{cfg.gateway_base_url}/models",
+        time.monotonic() + timeout,
+        read_timeout=timeout,
+        headers=_headers(cfg),
+        attempts=1,  # not worth a wait: the configured order is used without it
+    )
+
+
+def chat_completion(
+    cfg: Config,
+    body: dict[str, Any],
+    deadline: float,
+    rate_limit_wait: float = 5,
+    transcript_id: str | None = None,
+) -> dict:
     """One LLM Gateway completion, retried on 429/5xx until `deadline`.
 
     A request that may have reached the gateway without an answer (read
     timeout) is not resent: a second successful completion is paid twice.
+    A 429 whose Retry-After is over `rate_limit_wait` is answered at once
+    (0: another model can be asked instead). `transcript_id` goes in a
+    header, for tracing only: the body carries it only with the placeholder.
     """
+    headers = _headers(cfg)
+    if transcript_id:
+        headers["X-Transcript-Id"] = transcript_id
     return _call(
         cfg,
         "POST",
@@ -165,9 +190,9 @@ def chat_completion(cfg: Config, body: dict[str, Any], deadline: float) -> dict:
         deadline,
         read_timeout=cfg.gateway_timeout,
         json=body,
-        headers=_headers(cfg),
+        headers=headers,
         attempts=4,
         resend_if_maybe_sent=False,
         # A long rate-limit wait is better spent with the claim given back.
-        max_wait=5,
+        max_wait=rate_limit_wait,
     )

@@ -38,6 +38,11 @@ class Config:
     webhook_secret_previous: str
     collection: str
     llm_model: str
+    # Tried in order after llm_model when it is not on the gateway's list,
+    # refuses the request, or is rate limited (models.py).
+    llm_fallback_models: tuple[str, ...]
+    # How long the gateway's model list (GET /v1/models) is kept per instance.
+    llm_models_refresh_seconds: float
     llm_max_tokens: int
     speech_models: tuple[str, ...]
     api_base_url: str
@@ -53,8 +58,9 @@ class Config:
     gateway_timeout: float
     max_body_bytes: int
     # Meetings the scheduled sweep takes per run, at most: the gateway's 30
-    # requests per minute. The sweep stops at the first rate limit, so it
-    # shares the limit with live deliveries instead of fighting them.
+    # requests per minute per model (LLM_MODEL and each fallback). The sweep
+    # stops when every model is rate limited, so it shares the limit with
+    # live deliveries instead of fighting them.
     recovery_batch: int
     # The storage trigger: which objects are meetings, and how AssemblyAI
     # gets their audio ("signed_url", or "upload" to stream it through).
@@ -126,13 +132,17 @@ def from_env(env: dict[str, str]) -> Config:
     eu = region == "eu"
     models = env.get("SPEECH_MODELS", "")
     timeout = _number(env, "FUNCTION_TIMEOUT_SECONDS", 540)
+    fallbacks = tuple(m.strip() for m in env.get("LLM_FALLBACK_MODELS", "").split(",") if m.strip())
+    model = env.get("LLM_MODEL", "").strip() or DEFAULT_LLM_MODEL
     return Config(
         api_key=env.get("ASSEMBLYAI_API_KEY", "").strip(),
         webhook_url=env.get("WEBHOOK_URL", "").strip(),
         webhook_secret=env.get("WEBHOOK_SECRET", "").strip(),
         webhook_secret_previous=env.get("WEBHOOK_SECRET_PREVIOUS", "").strip(),
         collection=env.get("FIRESTORE_COLLECTION", "").strip() or "meetings",
-        llm_model=env.get("LLM_MODEL", "").strip() or DEFAULT_LLM_MODEL,
+        llm_model=model,
+        llm_fallback_models=fallbacks,
+        llm_models_refresh_seconds=_number(env, "LLM_MODELS_REFRESH_SECONDS", 300),
         llm_max_tokens=int(_number(env, "LLM_MAX_TOKENS", 4000)),
         speech_models=tuple(m.strip() for m in models.split(",") if m.strip()),
         api_base_url=(
@@ -147,7 +157,7 @@ def from_env(env: dict[str, str]) -> Config:
         max_generation_attempts=int(_number(env, "MAX_GENERATION_ATTEMPTS", 5)),
         gateway_timeout=_number(env, "LLM_TIMEOUT_SECONDS", 240),
         max_body_bytes=int(_number(env, "MAX_BODY_BYTES", 64 * 1024)),
-        recovery_batch=int(_number(env, "RECOVERY_BATCH", 30)),
+        recovery_batch=int(_number(env, "RECOVERY_BATCH", 30 * len({model, *fallbacks}))),
         audio_prefix=env.get("AUDIO_PREFIX", ""),
         max_audio_bytes=int(_number(env, "MAX_AUDIO_BYTES", 5 * 1000**3)),
         audio_delivery=_choice(env, "AUDIO_DELIVERY", ("signed_url", "upload")),

@@ -16,6 +16,7 @@ from . import (
     lease,
     lifecycle,
     logs,
+    models,
     moments,
     notify,
     outcomes,
@@ -182,43 +183,49 @@ def _generate(
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
-    model = asked.llm_model or cfg.llm_model
+    person = asked.llm_model if asked.llm_model not in (None, cfg.llm_model) else None
     body = action_items.request_body(
-        tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        tid, person or cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
     asked_at = time.monotonic()
-    try:
-        answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
-    except assemblyai.ApiError as exc:
-        failure = exc.failure()
-        if model == cfg.llm_model or failure.kind is not Kind.PERMANENT:
-            return outcomes.gateway_failed(cfg, held, exc)
-        # The gateway refused the request with a model a person chose: the
-        # person's to fix, never the meeting's end (a refusal is not paid).
-        refused = f"the LLM Gateway refused llm_model {model!r}: {failure.message}"
+    # The model a person chose is asked alone, first: refused (or not on the
+    # gateway's list), it is the person's to fix, never the meeting's end.
+    got = models.ask(cfg, held.state, body, tid, gateway_deadline, (person,)) if person else None
+    if got is not None and got.answer is None and not got.no_time:
+        if got.error is not None or got.limited:
+            models.keep_waits(held.data, got.limited)
+            return (outcomes.gateway_failed(cfg, held, got.error) if got.error is not None
+                    else outcomes.no_model(cfg, held, got))  # fmt: skip
+        reason = (f"the LLM Gateway refused llm_model {person!r}: {got.refused[person]}"
+                  if person in got.refused else f"llm_model {models.not_listed(cfg, person)}")  # fmt: skip
         if outcomes.regenerating(held):
             return outcomes.keep_previous(
                 held,
-                f"{refused}; the previous result is kept; fix or remove llm_model, then set "
+                f"{reason}; the previous result is kept; fix or remove llm_model, then set "
                 "regenerate again",
             )
-        notes.append(f"{refused}; generated with {cfg.llm_model} instead")
-        model = cfg.llm_model
-        body = {**body, "model": model}
-        if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:
-            held.release("no time left in this run for the LLM Gateway")
-            return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
-        try:
-            answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
-        except assemblyai.ApiError as again:
-            return outcomes.gateway_failed(cfg, held, again)
+        notes.append(f"{reason}; generated with {cfg.llm_model} instead")
+        got = None
+    if got is None:
+        got = models.ask(cfg, held.state, body, tid, gateway_deadline)
+    if got.no_time:
+        models.keep_waits(held.data, got.limited)
+        held.release("no time left in this run for the LLM Gateway")
+        return Busy("no time left in this run for the LLM Gateway", transcript_id=tid)
+    if got.answer is None:
+        if got.error is not None:
+            models.keep_waits(held.data, got.limited)
+            return outcomes.gateway_failed(cfg, held, got.error)
+        return outcomes.no_model(cfg, held, got)
+    answer, model = got.answer, got.model
     answered = time.monotonic()
     # From here on the answer is paid for: whatever fails is poison.
     try:
         fields = _result_fields(
             cfg, answer, facts, meeting, console.source(held.data), model, answer_format
         )
+        fields["llm"]["tried"] = got.tried
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
         if notes:

@@ -27,13 +27,19 @@ Where each transition is decided (one module per actor):
                                                     when submit could not write it
     completed  -> generating   regenerate.py        a person set `regenerate: true`
     generating -> completed    generate.py          the paid answer is parsed and written
-    generating -> error        outcomes.py          transcription failed, the gateway refused,
-                                                    attempts or poison calls ran out
+    generating -> error        outcomes.py          transcription failed, every listed model
+                                                    refused the request, attempts or poison
+                                                    calls ran out
     generating -> completed    outcomes.py          a regeneration that cannot make a result
                   (or error)                        keeps the one it had (keep_previous)
     generating -> generating   outcomes.py          given back: rate limit, transient, operator,
                                                     crash (the lease's release); a claim that
                                                     expired unsettled counts at the next claim
+                  (which model) models.py            the configured models in order, less those
+                                                    the gateway does not list; a refusal or a
+                                                    rate limit asks the next in the same claim;
+                                                    every model limited -> not_before (the
+                                                    earliest); none usable -> operator
     queued     -> queued       sweep.py             still transcribing: checked again later
     (due)      -> (moved on)   sweep.py             every state above past its sweep_at
 
@@ -49,9 +55,10 @@ Upload (<collection>-uploads/<hash of bucket, name, generation>):
 
 Failures, each classified once, where it happens:
     transient        retry: 503 to AssemblyAI, raise to Eventarc, the sweep comes back
-    operator         a rejected key, a permission, a missing database: the meeting waits,
-                     retryable, and an ERROR log says what to fix; never ends it
-    permanent        AssemblyAI failed the transcription, or the gateway refused the
+    operator         a rejected key, a permission, a missing database, no configured model
+                     the gateway lists (fix llm_models): the meeting waits, retryable, and
+                     an ERROR log says what to fix; never ends it
+    permanent        AssemblyAI failed the transcription, or every listed model refused the
                      request itself (4xx but 429): the meeting ends `error`
     poison           a paid answer that cannot be parsed or stored: ends `error` after
                      MAX_POISON_CALLS paid calls

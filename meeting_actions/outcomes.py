@@ -14,7 +14,7 @@ import traceback
 import uuid
 from typing import Any
 
-from . import assemblyai, console, lease, lifecycle, logs, notify, record, text
+from . import assemblyai, console, lease, lifecycle, logs, models, notify, record, text
 from .config import Config
 from .lifecycle import Busy, Done, Kind, Result
 
@@ -44,6 +44,37 @@ def gateway_failed(cfg: Config, held: lease.Lease, exc: assemblyai.ApiError) -> 
         message = f"gave up after {attempts} failed attempts; last: {message}"
         return fail(held, message, "action_items", attempts=attempts)
     return fail(held, message, "action_items")
+
+
+def no_model(cfg: Config, held: lease.Lease, asked: models.Asked) -> Result:
+    """No configured model answered (models.py). Some rate limited: wait for
+    the earliest. Every listed one refused the request: it ends the meeting.
+    None usable (not listed, or refused while the list is unknown): the
+    operator's to fix; the meeting waits."""
+    tid = held.doc_id
+    models.keep_waits(held.data, asked.limited)
+    earliest = asked.earliest()
+    if earliest is not None:
+        wait = max((earliest - record.now()).total_seconds(), 1)
+        logs.warning("every configured model is rate limited, will try later", tid,
+                     models=sorted(asked.limited), wait=round(wait, 1))  # fmt: skip
+        held.release("LLM Gateway: every configured model is rate limited", not_before=earliest)
+        return Busy("the LLM Gateway is rate limiting every configured model, try again later",
+                    wait, transcript_id=tid, rate_limited=True)  # fmt: skip
+    if asked.refused and asked.listed_known:
+        reasons = "; ".join(f"{m}: {r}" for m, r in asked.refused.items())
+        return fail(held, f"LLM Gateway: every listed model refused the request ({reasons})",
+                    "action_items")  # fmt: skip
+    unusable = [f"{m} (not listed)" for m in asked.unlisted]
+    unusable += [f"{m} (refused: {r[:120]})" for m, r in asked.refused.items()]
+    failure = lifecycle.Failure(
+        Kind.OPERATOR,
+        f"no configured LLM Gateway model can be used: {', '.join(unusable)}; set "
+        f"{models.SETTING} to models on the gateway's list; the meeting waits and is retried",
+        fix="llm_models",
+    )
+    held.release(failure.message, sweep_at=record.later(cfg.recheck_seconds))
+    return lifecycle.busy_for(failure, tid, "the LLM Gateway has none of the configured models")
 
 
 def poison(cfg: Config, held: lease.Lease, reason: str) -> Result:

@@ -12,7 +12,18 @@ import time
 import uuid
 from typing import Any
 
-from . import action_items, assemblyai, generate, inputs, lease, lifecycle, logs, notify, record
+from . import (
+    action_items,
+    assemblyai,
+    generate,
+    inputs,
+    lease,
+    lifecycle,
+    logs,
+    models,
+    notify,
+    record,
+)
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
@@ -81,6 +92,8 @@ def complete(
         if data and data.get("status") in lifecycle.FINAL:
             return Done(data["status"], tid, record.path(cfg, tid))
         not_before = ((data or {}).get("generation") or {}).get("not_before")
+        if not isinstance(not_before, dt.datetime) or not_before <= at:
+            not_before = models.all_limited_until(cfg)  # heard by this instance
         if isinstance(not_before, dt.datetime) and not_before > at:
             wait = (not_before - at).total_seconds()
             return Busy("waiting for the LLM Gateway's rate limit", wait, transcript_id=tid,

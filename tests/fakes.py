@@ -16,7 +16,8 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from meeting_actions import assemblyai, record
+from local.assemblyai_standin import server as standin
+from meeting_actions import assemblyai, models, record
 
 # A fault hook sees (operation, collection, doc_id, fields) and returns an
 # exception to raise instead of doing the operation, or None.
@@ -137,6 +138,8 @@ class FakeAssemblyAI:
         self.get_error: assemblyai.ApiError | None = None
         self.submit_error: assemblyai.ApiError | None = None
         self.gateway: Callable[[dict[str, Any]], dict[str, Any]] = lambda _: answer(GOOD_CONTENT)
+        # GET /v1/models: the ids it lists, or None for a list that cannot be read.
+        self.models: list[str] | None = list(standin.MODELS)
         self.lock = threading.Lock()
 
     def install(self, monkeypatch: Any) -> FakeAssemblyAI:
@@ -144,7 +147,14 @@ class FakeAssemblyAI:
         monkeypatch.setattr(assemblyai, "get_transcript", self.get_transcript)
         monkeypatch.setattr(assemblyai, "chat_completion", self.chat_completion)
         monkeypatch.setattr(assemblyai, "upload", self.upload)
+        monkeypatch.setattr(assemblyai, "list_models", self.list_models)
+        models.forget()
         return self
+
+    def list_models(self, cfg: Any, timeout: float = 5) -> dict:
+        if self.models is None:
+            raise assemblyai.ApiError("503 Upstream provider error", 503)
+        return {"object": "list", "data": [{"id": m} for m in self.models]}
 
     def submit_transcript(self, cfg: Any, params: dict[str, Any], timeout: float = 30) -> dict:
         if self.submit_error:
@@ -176,9 +186,12 @@ class FakeAssemblyAI:
             raise assemblyai.ApiError("400 Transcript lookup error, transcript id not found", 400)
         return copy.deepcopy(self.transcripts[transcript_id])
 
-    def chat_completion(self, cfg: Any, body: dict[str, Any], deadline: float) -> dict:
+    def chat_completion(
+        self, cfg: Any, body: dict[str, Any], deadline: float, rate_limit_wait: float = 5,
+        transcript_id: str | None = None,
+    ) -> dict:  # fmt: skip
         with self.lock:
-            self.gateway_calls[body.get("transcript_id")] += 1
+            self.gateway_calls[body.get("transcript_id") or transcript_id] += 1
         return self.gateway(body)
 
     def upload(self, cfg: Any, stream: Any, timeout: float = 3000) -> str:

@@ -149,6 +149,7 @@ def test_a_first_generation_with_a_model_the_gateway_refuses_uses_the_configured
         return answer(GOOD_CONTENT)
 
     loop.aai.gateway = gateway
+    loop.aai.models.append("claude-nonexistent-9")  # listed, and refusing
     tid = loop.queued_meeting()
     loop.store.set_field("meetings", tid, llm_model="claude-nonexistent-9")
     assert loop.deliver(tid).status_code == 200
@@ -160,6 +161,7 @@ def test_a_first_generation_with_a_model_the_gateway_refuses_uses_the_configured
 
 def test_a_regeneration_with_a_model_the_gateway_refuses_keeps_the_result(loop):  # noqa: F811
     receiver = Receiver()
+    loop.aai.models.append("claude-nonexistent-9")  # listed, and refusing
     try:
         tid = completed_meeting(loop, receiver.url)
         first = loop.doc(tid)
@@ -179,6 +181,18 @@ def test_a_regeneration_with_a_model_the_gateway_refuses_keeps_the_result(loop):
     assert doc["history"] == first.get("history", []), "the kept result is not also history"
     assert [r["version"] for r in receiver.received] == [1], "no new result, no notification"
     assert doc["sweep_at"] is None and doc["generation"]["lease_expires_at"] is None
+
+
+def test_a_regeneration_with_a_model_the_gateway_does_not_list_keeps_the_result(
+    loop,  # noqa: F811
+):
+    tid = completed_meeting(loop)
+    first = loop.doc(tid)
+    calls = dict(loop.aai.gateway_calls)
+    assert regenerate(loop, tid, llm_model="claude-sonnet-3").status_code == 200
+    doc = loop.doc(tid)
+    assert_kept(doc, first, "llm_model 'claude-sonnet-3' is not on the LLM Gateway's model list")
+    assert dict(loop.aai.gateway_calls) == calls, "a model not listed is never asked"
 
 
 def test_unknown_status_refuses_the_regeneration(loop):  # noqa: F811

@@ -408,7 +408,7 @@ def test_a_sweep_with_a_slow_gateway_stops_before_its_deadline(product):
 def test_the_webhook_keeps_time_for_its_final_write(product, monkeypatch):
     seen = {}
 
-    def gateway(cfg, body, deadline):
+    def gateway(cfg, body, deadline, **_):
         seen["left"] = deadline - time.monotonic()
         return answer(GOOD_CONTENT)
 

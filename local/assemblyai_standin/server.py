@@ -170,6 +170,10 @@ class StandIn:
             self.gateway_success: dict[str, int] = defaultdict(int)
             self.windows: dict[str, deque] = defaultdict(deque)
             self.released = threading.Event()
+            # POST /_standin/models: the models GET /v1/models lists
+            # (default: all), and those retired (unlisted, and chat answers 404).
+            self.listed: list[str] = list(MODELS)
+            self.retired: set[str] = set()
 
     # --- plumbing ---------------------------------------------------------
 
@@ -184,6 +188,8 @@ class StandIn:
                 if rule["target"] != target or rule.get("times", 1) == 0:
                     continue
                 if "transcript_id" in want and want["transcript_id"] != match.get("transcript_id"):
+                    continue
+                if "model" in want and want["model"] != match.get("model"):
                     continue
                 if "audio_url_contains" in want and want["audio_url_contains"] not in (
                     match.get("audio_url") or ""
@@ -589,11 +595,21 @@ class StandIn:
                 400,
             )
         problem = spec.problem(spec.gateway_request(), body)
-        tid = body.get("transcript_id")
+        # Whose meeting, for the stand-in's counts: the body's id (the
+        # placeholder's), or the caller's tracing header.
+        tid = body.get("transcript_id") or request.headers.get("X-Transcript-Id")
+        substitute = body.get("transcript_id")
         if problem:
             self.record(request, 400, valid=False, validation_error=problem, transcript_id=tid)
             return _json({"error": {"code": 400, "message": problem, "metadata": {}}}, 400)
         model = body["model"]
+        if model in self.retired:
+            self.record(request, 404, valid=True, transcript_id=tid, model=model)
+            return _json(
+                {"error": {"code": 404, "message": f"Model {model} has been retired",
+                           "metadata": {}}},
+                404,
+            )  # fmt: skip
         if model not in MODELS:
             self.record(request, 400, valid=True, transcript_id=tid)
             return _json(
@@ -608,9 +624,9 @@ class StandIn:
             )
         limited = self.rate_limit(model)
         if limited:
-            self.record(request, 429, valid=True, transcript_id=tid)
+            self.record(request, 429, valid=True, transcript_id=tid, model=model)
             return limited
-        rule = self.fault("gateway", transcript_id=tid)
+        rule = self.fault("gateway", transcript_id=tid, model=model)
         if rule and rule["kind"] == "delay":
             time.sleep(float(rule.get("seconds", 1)))
         if rule and rule["kind"] == "status":
@@ -628,11 +644,11 @@ class StandIn:
                 }
             else:
                 payload = {"error": {"code": status, "message": message, "metadata": {}}}
-            self.record(request, status, valid=True, transcript_id=tid)
+            self.record(request, status, valid=True, transcript_id=tid, model=model)
             return _json(payload, status, headers)
         messages = body.get("messages") or [{"role": "user", "content": body.get("prompt", "")}]
         substituted, text = False, ""
-        if tid is not None:
+        if substitute is not None:
             internal = self.transcripts.get(tid)
             if internal is None:
                 self.record(request, 404, valid=True, transcript_id=tid)
@@ -696,6 +712,8 @@ class StandIn:
             200,
             valid=True,
             transcript_id=tid,
+            model=model,
+            carried_transcript_id=substitute is not None,
             substituted=substituted,
             transcript_lines=len(lines),
             input_tokens=usage_in,
@@ -762,7 +780,8 @@ class StandIn:
     def models(self, request: Request) -> Response:
         if not self.authorized(request):
             return _json({"error": AUTH_ERROR, "status": "error"}, 401)
-        return _json({"object": "list", "data": [model_entry(m) for m in MODELS]})
+        shown = [m for m in self.listed if m in MODEL_FACTS and m not in self.retired]
+        return _json({"object": "list", "data": [model_entry(m) for m in shown]})
 
     # --- control API --------------------------------------------------------
 
@@ -776,6 +795,11 @@ class StandIn:
                 if hasattr(self.settings, key):
                     setattr(self.settings, key, float(value))
             return _json(dataclasses.asdict(self.settings))
+        if path == "/models" and request.method == "POST":
+            with self.lock:
+                self.listed = list(body.get("listed") or MODELS)
+                self.retired = set(body.get("retired") or ())
+                return _json({"listed": self.listed, "retired": sorted(self.retired)})
         if path == "/release" and request.method == "POST":
             self.released.set()
             return _json({"released": True})
