@@ -28,6 +28,9 @@ from .lifecycle import Kind
 # A list read that failed is tried again after this long, not per meeting.
 RETRY_LIST_SECONDS = 30.0
 MAX_WAIT_SECONDS = 300.0
+# Every model limited for at most this long: waited out in the call (as
+# transport.py does for one 429), not given back.
+SHORT_WAIT = 5.0
 SETTING = "LLM_MODEL / LLM_FALLBACK_MODELS"
 
 _lock = threading.Lock()
@@ -109,6 +112,7 @@ class Asked:
     refused: dict[str, str] = dataclasses.field(default_factory=dict)
     listed_known: bool = True
     no_time: bool = False
+    waited: float = 0.0
 
     def earliest(self) -> dt.datetime | None:
         return min(self.limited.values()) if self.limited else None
@@ -137,6 +141,29 @@ def keep_waits(data: dict[str, Any], limited: dict[str, dt.datetime]) -> None:
     state["model_waits"] = [{"model": m, "not_before": t} for m, t in sorted(merged.items())]
 
 
+def _short_wait(
+    cfg: Config, asked: Asked, usable: list[str], waited: float, deadline: float
+) -> bool:
+    """Every model is rate limited, the earliest for at most SHORT_WAIT
+    seconds in all: wait for it (as the gateway said), and ask it again."""
+    earliest = asked.earliest()
+    if earliest is None or asked.refused:
+        return False
+    wait = max((earliest - record.now()).total_seconds(), 0.0)
+    if (
+        waited + wait > SHORT_WAIT
+        or time.monotonic() + wait + min(cfg.gateway_timeout, 30) > deadline
+    ):
+        return False
+    time.sleep(wait)  # the gateway's Retry-After: no condition to wait on here
+    asked.waited = waited + wait
+    freed = [m for m, t in asked.limited.items() if t <= earliest]
+    for model in freed:
+        del asked.limited[model]
+    usable.extend(freed)
+    return True
+
+
 def ask(
     cfg: Config,
     state: dict[str, Any],
@@ -161,17 +188,18 @@ def ask(
             asked.limited[model] = waits[model]
         else:
             usable.append(model)
-    for i, model in enumerate(usable):
+    while usable or _short_wait(cfg, asked, usable, asked.waited, deadline):
+        if not usable:
+            continue
+        model = usable.pop(0)
         if time.monotonic() + min(cfg.gateway_timeout, 30) > deadline:
             asked.no_time = True
             return asked
         asked.tried.append(model)
-        last = i == len(usable) - 1 and not asked.limited
         try:
             answer = assemblyai.chat_completion(
-                cfg, {**body, "model": model}, deadline, rate_limit_wait=5 if last else 0,
-                transcript_id=tid,
-            )  # fmt: skip
+                cfg, {**body, "model": model}, deadline, rate_limit_wait=0, transcript_id=tid
+            )
         except assemblyai.ApiError as exc:
             failure = exc.failure()
             if failure.rate_limited:
@@ -179,7 +207,7 @@ def ask(
                 until = record.now() + dt.timedelta(seconds=wait)
                 asked.limited[model] = until
                 with _lock:
-                    _waits[model] = until
+                    _waits[model] = max(until, _waits.get(model, until))
                 logs.info("the LLM Gateway is rate limiting a model; asking the next", tid,
                           model=model, wait=round(wait, 1))  # fmt: skip
                 continue

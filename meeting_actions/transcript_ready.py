@@ -92,8 +92,12 @@ def complete(
         if data and data.get("status") in lifecycle.FINAL:
             return Done(data["status"], tid, record.path(cfg, tid))
         not_before = ((data or {}).get("generation") or {}).get("not_before")
-        if not isinstance(not_before, dt.datetime) or not_before <= at:
-            not_before = models.all_limited_until(cfg)  # heard by this instance
+        if (not isinstance(not_before, dt.datetime) or not_before <= at) and (data or {}).get(
+            "status"
+        ) == lifecycle.GENERATING:
+            # Heard by this instance; a queued meeting is still claimed and
+            # given back, so the sweep has it due when the limit ends.
+            not_before = models.all_limited_until(cfg)
         if isinstance(not_before, dt.datetime) and not_before > at:
             wait = (not_before - at).total_seconds()
             return Busy("waiting for the LLM Gateway's rate limit", wait, transcript_id=tid,
