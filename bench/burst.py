@@ -10,7 +10,10 @@ FUNCTION_TIMEOUT_SECONDS, LLM_TIMEOUT_SECONDS) likewise. Nothing in the
 product depends on the scale: every wait comes from Retry-After, the
 lease and those settings.
 
-    .venv/bin/python bench/burst.py [--meetings 1000] [--factor 20]
+    .venv/bin/python bench/burst.py [--meetings 1000] [--factor 20] [--models 2]
+
+--models N: LLM_MODEL and N-1 fallbacks (LLM_FALLBACK_MODELS), each with
+its own 30 a minute, so the limit the drain is measured against is N x 30.
 
 Prints meetings, lost, doubled paid calls, paid calls, and the drain rate
 against the limit. A figure, not an assertion.
@@ -39,8 +42,12 @@ from local import stack as local_stack  # noqa: E402
 RATE_PER_MINUTE = 30
 
 
-def run(meetings: int, factor: float, timeout: float) -> dict:
+MODELS = ("claude-sonnet-4-6", "gpt-5.5", "gemini-3.5-flash", "claude-opus-4-6")
+
+
+def run(meetings: int, factor: float, timeout: float, models: int = 1) -> dict:
     minute = 60 / factor
+    rate = RATE_PER_MINUTE * models
     with local_stack.Stack(Path(tempfile.mkdtemp(prefix="burst-"))) as stack:
         stack.start_firestore()
         stack.start_standin(
@@ -62,6 +69,8 @@ def run(meetings: int, factor: float, timeout: float) -> dict:
             CLAIM_SECONDS=str(600 / factor),
             FUNCTION_TIMEOUT_SECONDS=str(540 / factor),
             LLM_TIMEOUT_SECONDS=str(240 / factor),
+            LLM_MODEL=MODELS[0],
+            LLM_FALLBACK_MODELS=",".join(MODELS[1:models]),
         )
         stack.start_function("assemblyai_webhook", env, hook_port)
         submit = stack.start_function("submit_transcription", env)
@@ -115,10 +124,14 @@ def run(meetings: int, factor: float, timeout: float) -> dict:
             status = snap.to_dict().get("status")
             statuses[status] = statuses.get(status, 0) + 1
         drained = ok[-1] - released if ok else float("inf")
-        # The limit lets 30 through at once, then 30 per minute: the best a
-        # client can do is (N - 30) / rate after the first window opens.
-        ideal = max(0.0, (len(ok) - RATE_PER_MINUTE) / RATE_PER_MINUTE) * minute
-        per_minute = (len(ok) - RATE_PER_MINUTE) / max(drained, 1e-9) * minute
+        # The limit lets 30 per model through at once, then 30 per minute:
+        # the best a client can do is (N - rate) / rate after the first window opens.
+        ideal = max(0.0, (len(ok) - rate) / rate) * minute
+        per_minute = (len(ok) - rate) / max(drained, 1e-9) * minute
+        by_model: dict[str, int] = {}
+        for r in calls:
+            if r["path"] == "/v1/chat/completions" and r["status"] == 200:
+                by_model[r.get("model", "?")] = by_model.get(r.get("model", "?"), 0) + 1
         transcript_reads = sum(1 for r in calls if r["path"].startswith("/v2/transcript/"))
         return {
             "meetings": meetings,
@@ -134,8 +147,16 @@ def run(meetings: int, factor: float, timeout: float) -> dict:
             "drain_minutes_real": round(drained / minute, 1),
             "ideal_minutes_real": round(ideal / minute, 1),
             "drain_per_minute": round(per_minute, 1),
-            "share_of_limit": round(per_minute / RATE_PER_MINUTE, 3),
+            "share_of_limit": round(per_minute / rate, 3),
+            "models": models,
+            "limit_per_minute": rate,
+            "paid_calls_by_model": by_model,
             "sweep_runs": len(sweeps),
+            # Successful calls in each (scaled) minute after the release.
+            "per_minute_windows": [
+                sum(1 for t in ok if i * minute <= t - released < (i + 1) * minute)
+                for i in range(math.ceil(drained / minute) if ok else 0)
+            ],
             "webhook_attempts": sum(
                 len(control.transcript(t)["attempts"]) for t in tids[: min(50, len(tids))]
             )
@@ -155,11 +176,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--meetings", type=int, default=1000)
     parser.add_argument("--factor", type=float, default=20)
+    parser.add_argument("--models", type=int, default=1, choices=range(1, len(MODELS) + 1),
+                        help="LLM_MODEL and fallbacks, each rate limited on its own")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=0, help="seconds; default: 3x ideal")
     args = parser.parse_args()
     minute = 60 / args.factor
-    timeout = args.timeout or 3 * math.ceil(args.meetings / RATE_PER_MINUTE) * minute + 60
-    result = run(args.meetings, args.factor, timeout)
+    rate = RATE_PER_MINUTE * args.models
+    timeout = args.timeout or 3 * math.ceil(args.meetings / rate) * minute + 60
+    result = run(args.meetings, args.factor, timeout, args.models)
     print(json.dumps(result, indent=2))
 
 

@@ -51,6 +51,7 @@ FIXES = (
     "firestore_settings",
     "storage_permission",
     "function_configuration",
+    "llm_models",
 )
 SIGNING_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
