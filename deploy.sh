@@ -15,6 +15,8 @@
 #   --collection NAME       Firestore collection (default meetings; or FIRESTORE_COLLECTION)
 #   --llm-model MODEL       LLM Gateway model (default claude-sonnet-4-6; or LLM_MODEL);
 #                           letters, digits and . _ : / - only (never a comma or '=')
+#   --llm-fallback-models M1,M2  models tried in order after --llm-model when it is not on
+#                           the gateway's list, refuses or is rate limited (or LLM_FALLBACK_MODELS)
 #   --assemblyai-region R   us or eu (default us; or ASSEMBLYAI_REGION)
 #   --notify-url URL        https URL told when a meeting from the bucket is done (or NOTIFY_URL)
 #   --name-prefix PREFIX    prefix of every resource name, up to 20 characters (default meeting-actions)
@@ -51,6 +53,7 @@ BUCKET=${BUCKET:-}
 AUDIO_PREFIX=${AUDIO_PREFIX:-}
 COLLECTION=${FIRESTORE_COLLECTION:-meetings}
 LLM_MODEL=${LLM_MODEL:-claude-sonnet-4-6}
+LLM_FALLBACK_MODELS=${LLM_FALLBACK_MODELS:-}
 AAI_REGION=${ASSEMBLYAI_REGION:-us}
 NOTIFY_URL=${NOTIFY_URL:-}
 ALERT_EMAILS=()
@@ -78,7 +81,7 @@ set_mode() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project | --region | --bucket | --audio-prefix | --collection | --llm-model | \
-      --assemblyai-region | --notify-url | --name-prefix | --alert-email)
+      --llm-fallback-models | --assemblyai-region | --notify-url | --name-prefix | --alert-email)
       [[ $# -ge 2 ]] || die "$1 needs a value (see --help)" ;;
   esac
   case "$1" in
@@ -88,6 +91,7 @@ while [[ $# -gt 0 ]]; do
     --audio-prefix) AUDIO_PREFIX=$2; shift 2 ;;
     --collection) COLLECTION=$2; shift 2 ;;
     --llm-model) LLM_MODEL=$2; shift 2 ;;
+    --llm-fallback-models) LLM_FALLBACK_MODELS=$2; shift 2 ;;
     --assemblyai-region) AAI_REGION=$2; shift 2 ;;
     --notify-url) NOTIFY_URL=$2; shift 2 ;;
     --name-prefix) PREFIX=$2; shift 2 ;;
@@ -122,6 +126,14 @@ DELIM='|'
 [[ $LLM_MODEL != *[,=]* ]] || die "--llm-model must not contain a comma or '=': got '$LLM_MODEL'"
 [[ $LLM_MODEL =~ ^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$ ]] ||
   die "--llm-model must be a model name: letters, digits and . _ : / -"
+FALLBACKS=()
+if [[ -n $LLM_FALLBACK_MODELS ]]; then
+  IFS=, read -r -a FALLBACKS <<<"$LLM_FALLBACK_MODELS"
+  for model in "${FALLBACKS[@]}"; do
+    [[ $model =~ ^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$ ]] ||
+      die "--llm-fallback-models must be model names separated by commas (letters, digits and . _ : / -): got '$LLM_FALLBACK_MODELS'"
+  done
+fi
 [[ $AAI_REGION == us || $AAI_REGION == eu ]] || die "--assemblyai-region must be us or eu"
 url_re='^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*)?$'
 [[ -z $NOTIFY_URL || (${#NOTIFY_URL} -le 2048 && $NOTIFY_URL =~ $url_re) ]] ||
@@ -377,6 +389,7 @@ env_flag() {
 
 COMMON_ENV=("FIRESTORE_COLLECTION=$COLLECTION" "LLM_MODEL=$LLM_MODEL" "ASSEMBLYAI_REGION=$AAI_REGION"
   "GOOGLE_CLOUD_PROJECT=$PROJECT")
+[[ -z $LLM_FALLBACK_MODELS ]] || COMMON_ENV+=("LLM_FALLBACK_MODELS=$LLM_FALLBACK_MODELS")
 
 # deploy_function NAME ENTRY SERVICE_ACCOUNT TIMEOUT_SECONDS SECRETS ENV... -- FLAGS...
 # Every function is told its own timeout (FUNCTION_TIMEOUT_SECONDS) and is

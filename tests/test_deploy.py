@@ -1381,6 +1381,14 @@ def test_verify_on_its_own_passes_each_check_and_changes_nothing(gcloud, deploye
     )
 
 
+def test_fallback_models_are_validated_and_set_on_the_functions(gcloud):
+    done, _ = gcloud("--llm-fallback-models", "gpt-5.5,bad model", "--dry-run")
+    assert done.returncode != 0 and "--llm-fallback-models must be model names" in done.stderr
+    done, calls = gcloud("--llm-fallback-models", "gpt-5.5,gemini-3.5-flash", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "LLM_FALLBACK_MODELS=gpt-5.5,gemini-3.5-flash" in done.stdout
+
+
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_verify_fails_each_check_when_its_condition_is_broken(gcloud, deployed, check):
     state = copy.deepcopy(deployed["state"])
