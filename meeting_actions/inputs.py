@@ -14,6 +14,9 @@ from typing import Any
 
 import flask
 
+from . import languages
+from .languages import FIELDS as LANGUAGE_FIELDS
+
 MAX_URL_LENGTH = 4096
 MAX_METADATA_KEYS = 20
 MAX_METADATA_VALUE = 500
@@ -23,7 +26,6 @@ MAX_SPEAKERS = 20
 MAX_SPEAKER_NAME = 35
 MAX_SPEAKER_DESCRIPTION = 200
 _METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,4})?$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # AssemblyAI ids are UUIDs; allow any plain token that is safe as a
 # Firestore document id (no "/", not "." or "..").
@@ -80,6 +82,11 @@ class Submission:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     speakers: tuple[Speaker, ...] = ()
     notify_url: str | None = None
+    # The meeting's language (languages.py): detection options when no
+    # language_code is given, and the language the items are written in.
+    expected_languages: tuple[str, ...] | None = None
+    language_confidence_threshold: float | None = None
+    items_language: str | None = None
 
 
 SUBMIT_FIELDS = (
@@ -91,6 +98,7 @@ SUBMIT_FIELDS = (
     "answer_format",
     "metadata",
     "notify_url",
+    *LANGUAGE_FIELDS,
 )
 
 
@@ -121,15 +129,20 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
     sub = Submission(
         audio_url=audio_url(body.get("audio_url")),
         speech_models=_speech_models(body.get("speech_models")),
-        language_code=_optional_str(
-            body, "language_code", _LANGUAGE, "a language code such as en_us"
-        ),
+        **_languages(body),
         speaker_labels=_optional_bool(body, "speaker_labels"),
         speakers=speakers(body.get("speakers")),
         answer_format=_answer_format(body.get("answer_format")),
         metadata=metadata(body.get("metadata")),
         notify_url=notify_url(body.get("notify_url"), allow_local_notify),
     )
+    if sub.language_code and (sub.expected_languages or sub.language_confidence_threshold):
+        field = "expected_languages" if sub.expected_languages else "language_confidence_threshold"
+        raise InvalidRequest(
+            f"{field} is for language detection, which a language_code turns off: "
+            "send one or the other",
+            field=field,
+        )
     if sub.speakers and sub.speaker_labels is False:
         raise InvalidRequest(
             "speakers needs speaker_labels: AssemblyAI names speakers only with speaker "
@@ -137,6 +150,13 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
             field="speakers",
         )
     return sub
+
+
+def _languages(body: dict) -> dict[str, Any]:
+    try:
+        return languages.of_body(body)
+    except languages.Refused as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def notify_url(value: Any, allow_local: bool) -> str | None:

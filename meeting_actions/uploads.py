@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from . import inputs, lease, lifecycle, logs, record, submit
+from . import inputs, languages, lease, lifecycle, logs, record, submit
 from .config import Config
 from .lifecycle import Done, Failure, Kind
 
@@ -59,7 +59,8 @@ AUDIO_EXTENSIONS = frozenset(
 # Cloud Storage's bucket naming rules (3-222 characters, dots for domain names).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format")
+OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format",
+                 "expected_languages", "language_confidence_threshold", "items_language")  # fmt: skip
 # Custom metadata that marks an object as not a meeting (for example one a
 # team's own tooling wrote next to the recordings).
 SKIP_MARK = ("meeting-actions", "skip")
@@ -175,6 +176,7 @@ def submission_for(
         body["speech_models"] = [m.strip() for m in meta["speech_models"].split(",") if m.strip()]
     if meta.get("answer_format"):
         body["answer_format"] = meta["answer_format"]
+    body.update(languages.of_metadata(meta))
     notify_url = meta.get("notify_url", "").strip() or default_notify_url
     if meta.get("speakers", "").strip():
         raw = meta["speakers"]
