@@ -179,8 +179,12 @@ class ActionItems:
 
 
 _NONE_WORDS = {"", "none", "null", "n/a", "na", "unknown", "unassigned", "tbd", "-"}
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-_BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
+# The answer is read with string methods, each pass linear in its length: a
+# regular expression such as r"\s*```$" retries at every position of a
+# whitespace run (66 s of CPU for 300,000 spaces).
+_BULLETS = "-*•‣▪"
+# What may stand between the objects of a salvaged array.
+_GAP = re.compile(r"[ \t\r\n,]*")
 
 
 def parse(content: str, finish_reason: str | None, moments: bool = False) -> ActionItems:
@@ -235,7 +239,7 @@ def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItem
         if not isinstance(text, str) or not text.strip():
             text = render(items)
         return ActionItems(items, storable(text).strip(), "json")
-    if _FENCE.sub("", content).lstrip().startswith("{"):
+    if _unfenced(content).lstrip().startswith("{"):
         items = _salvage(content, moments)
         reason = "cut off at max_tokens" if cut else "not valid JSON"
         note = f"The model's answer was {reason}; kept the {len(items)} complete item(s)."
@@ -287,9 +291,23 @@ def _moment_line(item: dict[str, Any]) -> str:
     return " ".join(parts) + due
 
 
+def _unfenced(content: str) -> str:
+    """The answer without a Markdown code fence around it: an opening
+    ```lang and the whitespace after it, a closing ``` and the whitespace
+    before it."""
+    if content.startswith("```"):
+        i = 3
+        while i < len(content) and content[i].isascii() and content[i].isalpha():
+            i += 1
+        content = content[i:].lstrip()
+    if content.endswith("```"):
+        content = content[:-3].rstrip()
+    return content
+
+
 def _load_json(content: str) -> Any:
     try:
-        return json.loads(_FENCE.sub("", content))
+        return json.loads(_unfenced(content))
     except ValueError:
         return None
     # RecursionError (a deeply nested answer) is left to parse(): poison.
@@ -342,8 +360,7 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
     found: list[Any] = []
     pos = start + 1
     while True:
-        while pos < len(content) and content[pos] in " \t\r\n,":
-            pos += 1
+        pos = _GAP.match(content, pos).end()
         try:
             obj, pos = decoder.raw_decode(content, pos)
         except ValueError:
@@ -355,9 +372,25 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
 def _from_plain_text(content: str) -> list[dict[str, str]]:
     items = []
     for line in content.splitlines():
-        match = _BULLET.match(line)
-        if match:
-            text = match.group(1).strip().strip("*").strip()
-            if text:
-                items.append({"text": text})
+        text = _bullet_text(line)
+        if text:
+            items.append({"text": text})
     return items
+
+
+def _bullet_text(line: str) -> str | None:
+    """The text of a list line: `- text`, `* text`, `• text`, `12. text`
+    or `3) text`; None for any other line."""
+    line = line.lstrip()
+    if line[:1] and line[0] in _BULLETS:
+        rest = line[1:]
+    else:
+        digits = 0
+        while digits < len(line) and digits < 4 and line[digits].isdecimal():
+            digits += 1
+        if not 1 <= digits <= 3 or line[digits : digits + 1] not in (".", ")"):
+            return None
+        rest = line[digits + 1 :]
+    if not rest[:1].isspace():
+        return None
+    return rest.strip().strip("*").strip() or None

@@ -15,12 +15,58 @@ from typing import Any
 
 _lock = threading.Lock()
 # The query of a URL can be a credential (a signed URL is valid for a day).
-_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#\"'<>]+)\?[^\s#\"'<>]*", re.I)
+# A URL is `scheme://rest?query`, the scheme starting with a letter at a word
+# boundary; each is found from its "://" so that the work stays linear in the
+# text (a single regular expression would retry at every letter of a run
+# such as "a.a.a.a...": quadratic).
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_SCHEME_CHAR = re.compile(r"[a-zA-Z0-9+.-]*")
+_SCHEME_START = re.compile(r"[+.-][a-zA-Z]")
+_BEFORE_QUERY = re.compile(r"[^\s?#\"'<>]+")
+_QUERY = re.compile(r"[^\s#\"'<>]*")
 
 
 def strip_url_queries(text: str) -> str:
     """Text safe to store or log: every URL in it loses its query string."""
-    return _URL_QUERY.sub(r"\1?…", text) if "?" in text else text
+    if "?" not in text or "://" not in text:
+        return text
+    out: list[str] = []
+    done = 0  # text[:done] is in `out` already
+    at = text.find("://")
+    floor = 0  # no scheme starts before this: the end of the last "://" or URL
+    while at >= 0:
+        start = _scheme_start(text, max(floor, done), at)
+        floor = at + 3
+        if start is None:
+            at = text.find("://", floor)
+            continue
+        rest = _BEFORE_QUERY.match(text, floor)
+        end = rest.end() if rest else floor
+        if rest is None or text[end : end + 1] != "?":
+            # Every "://" before `end` would stop at the same character.
+            at = text.find("://", end)
+            continue
+        query_end = _QUERY.match(text, end + 1).end()
+        out.append(text[done : end + 1] + "…")
+        done = floor = query_end
+        at = text.find("://", query_end)
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _scheme_start(text: str, lo: int, at: int) -> int | None:
+    """Where the URL scheme that ends at `at` starts (its leftmost letter
+    after a non-word character), looking no further back than `lo`."""
+    if at <= lo or text[at - 1] not in _SCHEME_CHARS:
+        return None
+    run = _SCHEME_CHAR.match(text[lo:at][::-1]).end()
+    first = at - run
+    if first < at and text[first].isascii() and text[first].isalpha():
+        before = text[first - 1] if first > 0 else ""
+        if not (before.isalnum() or before == "_"):
+            return first
+    inner = _SCHEME_START.search(text, first, at)
+    return inner.start() + 1 if inner else None
 
 
 def log(severity: str, message: str, transcript_id: str | None = None, **fields: Any) -> None:

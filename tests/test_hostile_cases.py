@@ -1,0 +1,142 @@
+"""Hostile input, case by case (issue 22, points 3-7): each test here failed
+on the code before its fix (commit 2fe610c) and names what it guards.
+
+Real servers where the answer is an HTTP status (submit, the webhook, the
+storage trigger); in process where the property is of a function alone
+(patterns, parsing time, caps).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meeting_actions import action_items, logs
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = "https://media.example/a.mp3"
+
+
+def transcripts_created(standin) -> int:
+    return sum(1 for r in standin.requests() if r["path"] == "/v2/transcript")
+
+
+# --- 6. parsing time linear in the answer --------------------------------------------------
+
+# Each runs in a child process so that a quadratic version fails by the time
+# limit instead of running for minutes. The bound is relative: the same
+# child first times json.loads of an input of the same size.
+_TIMED = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from meeting_actions import action_items, logs
+    N = n = {n}
+    inputs = {inputs}
+    baseline = float("inf")
+    sample = json.dumps(["ab"] * (n // 6))  # a JSON text of n characters
+    for _ in range(3):
+        started = time.perf_counter(); json.loads(sample); baseline = min(baseline, time.perf_counter() - started)
+    worst = 0.0
+    for made in inputs:
+        value = eval(made)
+        started = time.perf_counter()
+        {call}
+        worst = max(worst, time.perf_counter() - started)
+    print(json.dumps({{"baseline": baseline, "worst": worst}}))
+    """
+)
+FACTOR = 100  # generous: the linear code takes at most ~25x json.loads on these inputs
+
+
+def _timed(call: str, inputs: list[str], n: int = 1_000_000) -> dict:
+    code = _TIMED.format(root=str(ROOT), n=n, inputs=inputs, call=call)
+    # A first calibration to set the wall limit of the real run.
+    sample = json.dumps(["ab"] * (n // 6))
+    started = time.perf_counter()
+    json.loads(sample)
+    limit = FACTOR * (time.perf_counter() - started) * len(inputs) * 3 + 10
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=limit
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{call} took more than {limit:.0f} s on {n:,}-character inputs")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_parsing_an_answer_with_a_whitespace_run_is_linear():
+    made = [  # expressions, evaluated in the child
+        """'{"action_items": [' + " " * N + '], "formatted": "x"}'""",
+        """'```json\\n{' + " " * N + '\\n```'""",
+        """'{"action_items": [{"text": "a"},' + " " * N""",  # cut off: salvaged
+        """'-' + " " * N + '\\n- a' + " " * N""",  # plain-text bullets
+        """'1.' + " " * N + 'x' + " " * N""",
+        """" " * N + '```' + " " * N""",
+    ]
+    timed = _timed("action_items.parse(value, 'length', False)", made)
+    assert timed["worst"] < FACTOR * max(timed["baseline"], 1e-4), timed
+
+
+def test_stripping_url_queries_is_linear():
+    made = [
+        '"a." * (N // 2) + "?"',
+        '"a://" * (N // 4) + "?"',
+        '"_://" * (N // 4) + "?"',
+        '"http://" + "a" * N + " ?"',
+        '"http://h?" * (N // 9)',
+        '"a" * N + "://x?y"',
+    ]
+    timed = _timed("logs.strip_url_queries(value)", made)
+    assert timed["worst"] < FACTOR * max(timed["baseline"], 1e-4), timed
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("see https://h.example/a?sig=1 now", "see https://h.example/a?… now"),
+        ("x:https://h/a?b=1#frag", "x:https://h/a?…#frag"),
+        ("gs://b/o?generation=1&sig=2, http://k/?q", "gs://b/o?… http://k/?…"),
+        ("_https://h/a?q=1", "_https://h/a?q=1"),  # no word boundary: left alone, as before
+        ("a.b+c-d://h/x?y 'z?'", "a.b+c-d://h/x?… 'z?'"),
+        ("1http://h/x?y", "1http://h/x?y"),
+        ("no url? none", "no url? none"),
+        ("http://?q", "http://?q"),
+        ("x-http://h/?q&r:s://t?u", "x-http://h/?…"),
+    ],
+)
+def test_url_queries_are_stripped_as_before(given, expected):
+    assert logs.strip_url_queries(given) == expected
+
+
+# The regular expressions the string methods replaced: same results, in linear time.
+_OLD_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#\"'<>]+)\?[^\s#\"'<>]*", re.I)
+_OLD_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_OLD_BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
+_PIECES = st.lists(
+    st.sampled_from(list("ab1_+.-:/?#*•) \t\u3000\"'<>é٣\n") + ["://", "http://", "```", "12."]),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_PIECES)
+def test_the_string_methods_answer_as_the_old_patterns(value):
+    old = _OLD_URL_QUERY.sub(r"\1?…", value) if "?" in value else value
+    assert logs.strip_url_queries(value) == old
+    stripped = value.strip()
+    assert action_items._unfenced(stripped) == _OLD_FENCE.sub("", stripped)
+    for line in value.splitlines():
+        match = _OLD_BULLET.match(line)
+        old_text = match.group(1).strip().strip("*").strip() if match else ""
+        assert action_items._bullet_text(line) == (old_text or None)
