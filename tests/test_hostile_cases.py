@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meeting_actions import action_items, logs
+from meeting_actions import action_items, inputs, logs
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://media.example/a.mp3"
@@ -28,6 +29,60 @@ URL = "https://media.example/a.mp3"
 
 def transcripts_created(standin) -> int:
     return sum(1 for r in standin.requests() if r["path"] == "/v2/transcript")
+
+
+# --- 3. lone surrogates and byte caps at submit ------------------------------------------
+
+
+def _raw(fields: str) -> str:
+    """A raw submit body: "\\ud800" is a valid JSON escape that decodes to a lone surrogate."""
+    return '{"audio_url": "' + URL + '", ' + fields + "}"
+
+
+REFUSED_SUBMITS = [
+    ("answer_format", _raw('"answer_format": "bullets \\ud800"')),
+    ("metadata", _raw('"metadata": {"team": "pl\\udfffatform"}')),
+    ("metadata", _raw('"metadata": {"te\\ud800am": "x"}')),
+    ("metadata", _raw('"metadata": {"team\\n": "x"}')),
+    ("notify_url", _raw('"notify_url": "https://ci.example/\\ud83d"')),
+    ("audio_url", '{"audio_url": "https://media.example/\\ud800.mp3"}'),
+    ("speakers", _raw('"speakers": ["Pri\\udc00ya"]')),
+    ("speakers", _raw('"speakers": [{"name": "Dana", "description": "\\ud800"}]')),
+    ("language_code", _raw('"language_code": "en\\n"')),
+    ("speech_models", _raw('"speech_models": ["universal\\n"]')),
+    # Caps in UTF-8 bytes, where the text is stored: 100 CJK characters are 300 bytes.
+    ("answer_format", json.dumps({"audio_url": URL, "answer_format": "箇条書き" * 25})),
+    ("metadata", json.dumps({"audio_url": URL, "metadata": {"team": "開発" * 100}})),
+    ("audio_url", json.dumps({"audio_url": "https://media.example/" + "音" * 1400})),
+]
+
+
+@pytest.mark.parametrize(
+    ("field", "body"), REFUSED_SUBMITS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(REFUSED_SUBMITS)]
+)
+def test_submit_refuses_bad_text_naming_the_field_before_assemblyai(
+    stack, functions, standin, field, body
+):
+    before = transcripts_created(standin)
+    answer = requests.post(
+        functions.submit.url,
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == field, answer.json()
+    assert transcripts_created(standin) == before, "refused before AssemblyAI is called"
+
+
+def test_every_validation_pattern_matches_the_whole_text():
+    """`$` also matches before a final newline: every pattern must be whole."""
+    for bad in ("en_us\n", "en\n"):
+        with pytest.raises(inputs.InvalidRequest):
+            inputs.submission({"audio_url": URL, "language_code": bad})
+    assert not inputs.is_model_name("claude-sonnet-4-6\n")
+    with pytest.raises(inputs.InvalidRequest):
+        inputs.webhook_event({"transcript_id": "abc\n", "status": "completed"})
 
 
 # --- 6. parsing time linear in the answer --------------------------------------------------
