@@ -146,7 +146,7 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
         ),
         speaker_labels=_optional_bool(body, "speaker_labels"),
         speakers=speakers(body.get("speakers")),
-        answer_format=_answer_format(body.get("answer_format")),
+        answer_format=answer_format(body.get("answer_format")),
         metadata=metadata(body.get("metadata")),
         notify_url=notify_url(body.get("notify_url"), allow_local_notify),
     )
@@ -267,7 +267,8 @@ def _optional_bool(body: dict, field: str) -> bool | None:
     return value
 
 
-def _answer_format(value: Any) -> str | None:
+def answer_format(value: Any) -> str | None:
+    """How the readable list is written: whitespace made single spaces."""
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():

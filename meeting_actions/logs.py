@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import Any
 
+from . import text
+
 _lock = threading.Lock()
 # The query of a URL can be a credential (a signed URL is valid for a day).
 # A URL is `scheme://rest?query`, the scheme starting with a letter at a word
@@ -74,8 +76,16 @@ def log(severity: str, message: str, transcript_id: str | None = None, **fields:
     entry: dict[str, Any] = {"severity": severity, "message": strip_url_queries(message)}
     if transcript_id is not None:
         entry["transcript_id"] = transcript_id
+    base = dict(entry)
     entry.update({k: strip_url_queries(v) if isinstance(v, str) else v for k, v in fields.items()})
-    line = json.dumps(entry, default=str, ensure_ascii=False)
+    try:
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # a field JSON cannot hold: say what it was
+        line = json.dumps({**base, "fields": repr(fields)[:10_000]}, ensure_ascii=False)
+    # Outside text may carry lone surrogates (a JSON escape such as "\ud800"),
+    # which no UTF-8 stream can take: repaired here, at the boundary, so that
+    # a log line never fails the request it describes.
+    line = text.storable(line, sys.maxsize)
     with _lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

@@ -14,14 +14,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import process_logs, upload_sample, wait_for_document, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meeting_actions import action_items, inputs, logs
+from meeting_actions import action_items, hints, inputs, logs, uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://media.example/a.mp3"
@@ -83,6 +86,88 @@ def test_every_validation_pattern_matches_the_whole_text():
     assert not inputs.is_model_name("claude-sonnet-4-6\n")
     with pytest.raises(inputs.InvalidRequest):
         inputs.webhook_event({"transcript_id": "abc\n", "status": "completed"})
+
+
+# --- 4. the webhook: junk hints on its query, junk in its body --------------------------
+
+
+def _completed_transcript_without_a_document(stack, standin) -> str:
+    """A transcript AssemblyAI finished, whose document does not exist yet and
+    whose deliveries are made by the test itself."""
+    answer = requests.post(
+        f"{stack.standin.url}/v2/transcript",
+        json={"audio_url": upload_sample(stack)},
+        headers={"Authorization": stack.api_key},
+        timeout=10,
+    )
+    tid = answer.json()["id"]
+    wait_until(lambda: standin.transcript(tid)["status"] == "completed", 30, "transcription")
+    return tid
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "src.=",
+        "src.__x__=1",
+        "src.bucket=b&src.name=n.mp3&src.__name__=x&src.a.b=c&src.evil=1&meta.__x__=y",
+        "meta.=x&meta.a%0A=x&answer_format=%ED%A0%80",
+    ],
+    ids=["empty-source-key", "reserved-source-key", "unknown-source-keys", "junk-metadata"],
+)
+def test_webhook_drops_unknown_or_malformed_hints(stack, functions, standin, db, query):
+    tid = _completed_transcript_without_a_document(stack, standin)
+    answer = requests.post(
+        f"{functions.webhook.url}/?{query}",
+        json={"transcript_id": tid, "status": "completed"},
+        headers={"X-Webhook-Secret": stack.webhook_secret},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    doc = wait_for_document(db, f"meetings/{tid}")
+    assert doc["status"] == "completed", doc
+    known = {"kind", "audio_url", "uri", "bucket", "name", "generation", "size", "content_type"}
+    assert set(doc["source"]) <= known, doc["source"]
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", k) for k in doc["metadata"])
+
+
+def test_the_hints_submit_writes_are_read_back_whole():
+    source = uploads.parse(
+        {
+            "bucket": "team-recordings",
+            "name": "recordings/週次 #1.mp3",
+            "generation": "17",
+            "size": "1000",
+            "contentType": "audio/mpeg",
+        }  # fmt: skip
+    ).source()
+    sent = hints.Hints(
+        "a numbered list", {"team": "開発", "n": "1"}, source, "https://ci.example/h"
+    )
+    url = hints.webhook_url(types.SimpleNamespace(webhook_url="https://hooks.example/"), sent)
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    assert hints.from_query(query) == sent
+
+
+def test_webhook_status_with_a_lone_surrogate_is_acknowledged_and_logged(stack, functions):
+    answer = functions.call_webhook(
+        b'{"transcript_id": "t-surrogate", "status": "comp\\ud800leted"}',
+        stack.webhook_secret,
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "ignored"
+    assert wait_until(
+        lambda: "comp\ufffdleted" in process_logs(stack), 10, "the repaired status in the log"
+    )
+
+
+def test_a_log_line_never_crashes(capsys):
+    logs.warning("odd \ud800", "t-1", status="x\udfff", nested={"k\ud800": ["\udc00"]}, n=1)
+    (line,) = capsys.readouterr().out.splitlines()
+    entry = json.loads(line)
+    assert entry["message"] == "odd \ufffd" and entry["status"] == "x\ufffd"
+    assert entry["nested"] == {"k\ufffd": ["\ufffd"]} and entry["n"] == 1
 
 
 # --- 6. parsing time linear in the answer --------------------------------------------------
