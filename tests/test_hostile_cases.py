@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from cloudevents.conversion import to_structured
+from cloudevents.http import CloudEvent
 from conftest import process_logs, upload_sample, wait_for_document, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,6 +88,8 @@ def test_every_validation_pattern_matches_the_whole_text():
     assert not inputs.is_model_name("claude-sonnet-4-6\n")
     with pytest.raises(inputs.InvalidRequest):
         inputs.webhook_event({"transcript_id": "abc\n", "status": "completed"})
+    with pytest.raises(ValueError):
+        uploads.parse({"bucket": "team-recordings\n", "name": "a.mp3", "generation": "1"})
 
 
 # --- 4. the webhook: junk hints on its query, junk in its body --------------------------
@@ -168,6 +172,78 @@ def test_a_log_line_never_crashes(capsys):
     entry = json.loads(line)
     assert entry["message"] == "odd \ufffd" and entry["status"] == "x\ufffd"
     assert entry["nested"] == {"k\ufffd": ["\ufffd"]} and entry["n"] == 1
+
+
+# --- 5. storage events ----------------------------------------------------------------------
+
+
+def _send_event(fn, data) -> requests.Response:
+    event = CloudEvent(
+        {
+            "type": uploads.EVENT_TYPE,
+            "source": "//storage.googleapis.com/projects/_/buckets/team-recordings",
+        },
+        data,
+    )
+    head, body = to_structured(event)
+    return requests.post(fn.url, data=body, headers=head, timeout=30)
+
+
+GOOD_OBJECT = {"bucket": "team-recordings", "generation": "7", "contentType": "audio/mpeg"}
+
+
+def test_a_storage_event_with_a_lone_surrogate_is_acknowledged(stack, storage_events_fn, standin):
+    before = transcripts_created(standin)
+    # A lone surrogate cannot travel in UTF-8 JSON as a character: as an escape it can.
+    event = {"specversion": "1.0", "type": uploads.EVENT_TYPE, "source": "//s", "id": "1",
+             "datacontenttype": "application/json",
+             "data": dict(GOOD_OBJECT, name="recordings/a\udc80.mp3")}  # fmt: skip
+    answer = requests.post(
+        storage_events_fn.url,
+        data=json.dumps(event).encode(),
+        headers={"Content-Type": "application/cloudevents+json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert transcripts_created(standin) == before
+    assert wait_until(
+        lambda: (
+            "ignored a malformed storage event: the object name holds invalid Unicode"
+            in process_logs(stack)
+        ),
+        10,
+        "the log line",
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        dict(GOOD_OBJECT, name="recordings/b.mp3", bucket="team-recordings\n"),
+        dict(GOOD_OBJECT, name="recordings/c.mp3", generation="²"),
+        dict(GOOD_OBJECT, name="recordings/" + "x" * 1100 + ".mp3"),
+    ],
+    ids=["bucket-newline", "generation-superscript", "name-over-1024-bytes"],
+)
+def test_malformed_storage_events_are_acknowledged_unsubmitted(storage_events_fn, standin, data):
+    before = transcripts_created(standin)
+    assert _send_event(storage_events_fn, data).status_code == 200
+    assert transcripts_created(standin) == before
+
+
+def test_a_storage_event_whose_time_has_no_offset_is_submitted(stack, storage_events_fn, standin):
+    before = transcripts_created(standin)
+    data = {"bucket": "team-recordings", "name": "recordings/naive-time.mp3", "generation": "8",
+            "contentType": "audio/mpeg", "timeCreated": "2026-12-01"}  # fmt: skip
+    answer = _send_event(storage_events_fn, data)
+    assert answer.status_code == 200, answer.text
+    assert transcripts_created(standin) == before + 1
+
+
+def test_storage_times_are_read_as_utc_without_an_offset():
+    obj = uploads.parse({"bucket": "b-1", "name": "a.mp3", "generation": "1",
+                         "timeCreated": "2026-12-01T10:00:00"})  # fmt: skip
+    assert obj.time_created is not None and obj.time_created.utcoffset().total_seconds() == 0
 
 
 # --- 6. parsing time linear in the answer --------------------------------------------------
