@@ -26,7 +26,7 @@ from conftest import process_logs, upload_sample, wait_for_document, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meeting_actions import action_items, hints, inputs, logs, uploads
+from meeting_actions import action_items, generate, hints, inputs, logs, text, uploads
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://media.example/a.mp3"
@@ -356,3 +356,106 @@ def test_the_string_methods_answer_as_the_old_patterns(value):
         match = _OLD_BULLET.match(line)
         old_text = match.group(1).strip().strip("*").strip() if match else ""
         assert action_items._bullet_text(line) == (old_text or None)
+
+
+# --- 7. caps in bytes, counts within int64 -------------------------------------------------
+
+CJK = "会議の議事録を送付する"  # 11 characters, 33 bytes
+
+
+def _cjk_answer(items: int = 250) -> str:
+    item = {"text": CJK * 200, "owner": CJK * 20, "due": CJK * 20, "quote": CJK * 50,
+            "said_at": 1, "said_by": CJK * 20, "owner_source": "spoken"}  # fmt: skip
+    return json.dumps({"action_items": [item] * items, "formatted": CJK * 20_000})
+
+
+def firestore_size(value) -> int:
+    """Bytes Firestore counts for a value (cloud.google.com/firestore/docs/storage-size)."""
+    if isinstance(value, str):
+        return len(value.encode()) + 1
+    if isinstance(value, dict):
+        return sum(len(k.encode()) + 1 + firestore_size(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(firestore_size(v) for v in value)
+    return 1 if value is None or isinstance(value, bool) else 8
+
+
+def test_a_cjk_answer_at_every_cap_fits_the_document_with_a_note():
+    for moments in (False, True):
+        result = action_items.parse(_cjk_answer(), "stop", moments)
+        size = firestore_size(result.items) + firestore_size(result.text)
+        assert size <= action_items.RESULT_BYTES, size
+        assert all(
+            text.utf8_size(item[k]) <= action_items.MAX_FIELD_BYTES[k]
+            for item in result.items
+            for k in item
+            if isinstance(item[k], str) and k in action_items.MAX_FIELD_BYTES
+        )
+        assert "too large" in result.note and "1 MiB" in result.note, result.note
+
+
+def test_items_past_the_documents_budget_are_left_out_with_a_note():
+    """Links are never cut (a cut link is broken): 200 items at every cap
+    with 1,000-character links are over the budget, so the last ones go."""
+    item = {"text": CJK * 200, "owner": CJK * 20, "owner_source": "spoken", "said_by": CJK * 20,
+            "said_at": 61, "quote": CJK * 50, "link": "https://m.example/" + "a" * 975 + "#t=61",
+            "due": CJK * 20, "note": CJK * 20}  # fmt: skip
+    result = action_items.ActionItems([dict(item) for _ in range(200)], CJK * 10_000, "json")
+    result = action_items.capped(result)
+    assert 150 < len(result.items) < 200
+    assert firestore_size(result.items) + firestore_size(result.text) <= action_items.RESULT_BYTES
+    assert f"kept the first {len(result.items)} of 200 items" in result.note, result.note
+    assert all(i["link"] == item["link"] for i in result.items)
+
+
+def test_the_result_budget_leaves_room_for_history_and_the_rest():
+    from meeting_actions import regenerate
+
+    assert (
+        action_items.RESULT_BYTES + regenerate.MAX_HISTORY_BYTES + action_items.REST_BYTES
+        <= text.DOCUMENT_BYTES
+    )
+
+
+def _deliver_with_answer(stack, functions, standin, db, **answer) -> dict:
+    """One meeting whose single gateway answer is `answer` (the stand-in's fault)."""
+    tid = _completed_transcript_without_a_document(stack, standin)
+    standin.fault(target="gateway", kind="answer", match={"transcript_id": tid}, **answer)
+    delivered = functions.call_webhook({"transcript_id": tid, "status": "completed"},
+                                       stack.webhook_secret)  # fmt: skip
+    assert delivered.status_code == 200, delivered.text
+    doc = wait_for_document(db, f"meetings/{tid}")
+    assert doc["status"] == "completed", doc.get("error")
+    assert standin.stats()["gateway_success"][tid] == 1, "one paid call"
+    return doc
+
+
+def test_a_cjk_answer_at_every_cap_is_stored_after_one_paid_call(stack, functions, standin, db):
+    """Real Firestore refuses a document over 1 MiB; the local server does
+    not check, so the size is computed here by Firestore's rules."""
+    doc = _deliver_with_answer(stack, functions, standin, db, content=_cjk_answer())
+    # Besides its fields, a document counts its name and 32 bytes; history may
+    # add up to 300,000 bytes (regenerate.py).
+    assert firestore_size(doc) + 100 < 1024 * 1024 - 300_000, firestore_size(doc)
+    assert "too large" in doc["note"] and "1 MiB" in doc["note"], doc["note"]
+
+
+def test_token_counts_outside_int64_become_none(stack, functions, standin, db):
+    # (The local Firestore server refuses integers from 2**53 on, which real
+    # Firestore stores: the in-process test below covers up to 2**63 - 1.)
+    usage = {"input_tokens": 2**64, "output_tokens": -(2**63) - 1, "total_tokens": 120}
+    doc = _deliver_with_answer(stack, functions, standin, db, usage=usage,
+                               content='{"action_items": [], "formatted": "none"}')  # fmt: skip
+    llm = doc["llm"]
+    assert llm["input_tokens"] is None and llm["output_tokens"] is None
+    assert llm["total_tokens"] == 120
+
+
+def test_token_counts_are_kept_within_int64():
+    answer = {
+        "choices": [{"message": {"content": '{"action_items": []}'}, "finish_reason": "stop"}],
+        "usage": {"input_tokens": 2**63 - 1, "output_tokens": -(2**63), "total_tokens": 2**63},
+    }
+    llm = generate._result_fields(types.SimpleNamespace(llm_model="m"), answer, {})["llm"]
+    assert llm["input_tokens"] == 2**63 - 1 and llm["output_tokens"] == -(2**63)
+    assert llm["total_tokens"] is None
