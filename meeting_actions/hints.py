@@ -62,12 +62,16 @@ _NUMBERS = ("generation", "size")
 
 def from_query(args: Mapping[str, str]) -> Hints:
     """The Hints of webhook_url(), read back; anything unknown or malformed
-    is dropped (the query is outside input: anyone may call the webhook URL
-    with the secret's header copied, or a proxy may mangle it)."""
+    is dropped (the query is outside input like any other: only the keys
+    submit writes are read, each through text.check)."""
     meta: dict[str, str] = {}
     for key, value in args.items():
         name = key[5:]
-        if key.startswith("meta.") and inputs.is_metadata_key(name) and _fits(value, 500, True):
+        if (
+            key.startswith("meta.")
+            and inputs.is_metadata_key(name)
+            and _fits(value, inputs.MAX_METADATA_VALUE, True)
+        ):
             meta[name] = value
     meta = dict(sorted(meta.items())[: inputs.MAX_METADATA_KEYS])
     source: dict[str, Any] = {}
