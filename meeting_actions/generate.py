@@ -275,11 +275,13 @@ def _result_fields(
     request = answer.get("request")
     model = (request.get("model") if isinstance(request, dict) else None) or answer.get("model")
 
-    def text(value: Any, limit: int = 200) -> str | None:
-        return action_items.storable(value[:limit]) if isinstance(value, str) else None
+    def text(value: Any, limit: int = 200) -> str | None:  # in UTF-8 bytes
+        return action_items.storable(value, limit) if isinstance(value, str) else None
 
-    def count(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def count(value: Any) -> int | None:  # Firestore's integers are 64-bit
+        if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+            return value
+        return None
 
     return {
         "status": lifecycle.COMPLETED,
