@@ -24,8 +24,6 @@ import collections
 import datetime as dt
 import json
 import os
-import signal
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -206,7 +204,7 @@ class FuzzStack:
 
     def __init__(self, s: local_stack.Stack, tmp: Path):
         self.stack = s
-        s.start_firestore()
+        s.start_firestore(count=True)  # the counting proxy: writes per input
         # One delivery attempt, to a dead port: no background writes.
         s.start_standin(None, *STANDIN_OPTIONS, "--webhook-attempts", "1")
         dead = f"http://127.0.0.1:{local_stack.free_port()}/"
@@ -225,18 +223,8 @@ class FuzzStack:
         self.tally: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 
     def writes(self) -> int:
-        """Documents written so far, as the Firestore server counts them."""
-        path = self.stack.log_dir / "firestore-stats.json"
-        path.unlink(missing_ok=True)
-        os.kill(self.stack.firestore.proc.pid, signal.SIGUSR2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                return json.loads(path.read_text())["writes"]
-            except (FileNotFoundError, ValueError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.001)
+        """Documents written so far, as the counting proxy in front of Firestore counts them."""
+        return self.stack.firestore_stats()["writes"]
 
     def transcripts_created(self) -> int:
         stats = requests.get(f"{self.stack.standin.url}/_standin/stats", timeout=30).json()
