@@ -62,12 +62,14 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.started = time.monotonic()
         self.max_mib, self.max_at = 0.0, 0.0
+        self.timeline: list[tuple[float, float]] = []  # (seconds, MiB)
 
     def run(self) -> None:
         while not self.stop.wait(self.period):
-            now = rss_mib(self.pid)
+            now, at = rss_mib(self.pid), time.monotonic() - self.started
+            self.timeline.append((round(at, 2), round(now, 1)))
             if now > self.max_mib:
-                self.max_mib, self.max_at = now, time.monotonic() - self.started
+                self.max_mib, self.max_at = now, at
 
 
 def _statuses(stack: local_stack.Stack, tids: list[str]) -> dict[str, int]:
@@ -95,7 +97,11 @@ def run(meetings: int, hours: float, gateway_seconds: float = 3.0, threads: int 
         )  # fmt: skip
         control = local_stack.StandInControl(stack.standin.url)
         hook_port = local_stack.free_port()
-        env = stack.function_env(WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/", THREADS=str(threads))
+        env = stack.function_env(
+            WEBHOOK_URL=f"http://127.0.0.1:{hook_port}/",
+            THREADS=str(threads),
+            **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        )
         submit = stack.start_function("submit_transcription", env)
         audio = stack.upload_sample()
 
@@ -191,6 +197,9 @@ def run(meetings: int, hours: float, gateway_seconds: float = 3.0, threads: int 
             },
             "statuses": _statuses(stack, tids),
             "phases_ms": load.summarize([timings[t] for t in tids if t in timings]),
+            "rss_timeline": [
+                (round(t - (started - sampler.started), 2), m) for t, m in sampler.timeline
+            ],
         }
 
 
