@@ -124,6 +124,10 @@ def _generate(
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
+    # The turns are all the answer's check needs: the utterances go now,
+    # from the one dict that the callers' frames (transcript_ready.complete,
+    # sweep.check_queued) also hold, so none keeps them through the call.
+    transcript.pop("utterances", None)
     # A person may name another model on the document (regeneration).
     override = held.data.get("llm_model")
     model = override if inputs.is_model_name(override) else cfg.llm_model
@@ -131,6 +135,7 @@ def _generate(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
+    meeting.lines = ""  # the body's prompt holds them now
     asked = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)

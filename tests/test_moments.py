@@ -228,7 +228,7 @@ def test_the_standin_reads_every_turn_at_its_minute():
     meeting = moments.read(transcript_of("planning-offsite"))
     read = rules.transcript_lines(ask(meeting)["messages"])
     assert [(r["at"], r["speaker"], r["text"]) for r in read] == [
-        (t.start // 60_000 * 60, t.speaker, " ".join(t.texts)) for t in meeting.turns
+        (t.start // 60_000 * 60, t.speaker, " ".join(t.raw)) for t in meeting.turns
     ]
 
 
