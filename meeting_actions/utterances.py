@@ -246,10 +246,13 @@ def _read(transcript: dict[str, Any], max_chars: int) -> Meeting:
     _give_keys(turns, mapping, labels)
     meeting = Meeting(turns, mapping, labels, duration_ms)
     meeting.speakers = {t.speaker for t in turns}
-    meeting.starts = [t.start for t in turns]
-    meeting.longest_ms = max((t.end - t.start for t in turns), default=0)
     # The texts end here: the lines hold them, and the turns their words.
-    meeting.lines, meeting.cut_note = _lines(meeting, texts, max_chars)
+    meeting.lines, meeting.cut_note, read = _lines(meeting, texts, max_chars)
+    # A quote can only be what the model read; and a meeting longer than
+    # the prompt holds no more turns than fit in it, whatever its length.
+    del meeting.turns[read:]
+    meeting.starts = [t.start for t in meeting.turns]
+    meeting.longest_ms = max((t.end - t.start for t in meeting.turns), default=0)
     return meeting
 
 
@@ -347,10 +350,10 @@ def _safe(text: str, keys: dict[str, str]) -> str:
     return " ".join(f"{w[:-1]} :" if w[-1:] == ":" and w[:-1] in keys else w for w in words)
 
 
-def _lines(meeting: Meeting, texts: list[list[str]], max_chars: int) -> tuple[str, str | None]:
-    """The transcript lines of the prompt (each turn's `texts`), and a note
-    when they were cut: a legend line per speaker who speaks in them, then
-    a line per minute."""
+def _lines(meeting: Meeting, texts: list[list[str]], max_chars: int) -> tuple[str, str | None, int]:
+    """The transcript lines of the prompt (each turn's `texts`), a note
+    when they were cut, and how many turns they hold: a legend line per
+    speaker who speaks in them, then a line per minute."""
     keys = {t.key: t.speaker for t in meeting.turns}
     legend: dict[str, str] = {}
     pieces: list[str] = []
@@ -370,13 +373,13 @@ def _lines(meeting: Meeting, texts: list[list[str]], max_chars: int) -> tuple[st
                 f"{len(meeting.turns)} turns, up to [{clock(read_to)}] of "
                 f"[{clock(meeting.duration_ms // 1000)}]; nothing said after that is listed."
             )
-            return _joined(legend, pieces), note
+            return _joined(legend, pieces), note, i
         if new:
             legend[turn.key] = entry
         pieces.append(piece)
         used += cost
         minute = at
-    return _joined(legend, pieces), None
+    return _joined(legend, pieces), None, len(meeting.turns)
 
 
 def _joined(legend: dict[str, str], pieces: list[str]) -> str:

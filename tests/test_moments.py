@@ -182,6 +182,10 @@ def test_a_very_long_meeting_is_cut_at_a_turn_and_says_so():
     assert "too long for one prompt" in meeting.cut_note
     assert "of [30:00]" in meeting.cut_note
     assert moments.read(transcript_of("weekly-sync")).cut_note is None
+    # Only the turns the model read are kept: a quote can only come from them.
+    assert len(meeting.turns) == 4 and meeting.starts == [t.start for t in meeting.turns]
+    result, counts = checked(meeting, [item(said_at=None)])  # the budget quote, at 00:52
+    assert counts == {"found": 0, "moved": 0, "not_found": 1}
 
 
 # --- checking the model's moments: the truth --------------------------------------
