@@ -33,6 +33,9 @@ TRANSCRIPT_FIELDS = frozenset({
 # burst (BENCHMARKS.md, "Memory under a burst"). Reading is CPU under
 # the GIL: more at once would not be faster.
 READS_AT_ONCE = 4
+# A read waits this long for its turn (80 ten-hour reads queue for about
+# a minute on one vCPU), then gives the meeting back to be retried.
+READ_WAIT_SECONDS = 120
 _reads = threading.BoundedSemaphore(READS_AT_ONCE)
 
 
@@ -334,7 +337,7 @@ class _Reader:
 def read_transcript(cfg: Config, tid: str) -> dict[str, Any]:
     """The transcript as an object (parse_transcript); a failure to read
     it, classified. At most READS_AT_ONCE reads at once in this process."""
-    if not _reads.acquire(timeout=30):
+    if not _reads.acquire(timeout=READ_WAIT_SECONDS):
         raise lifecycle.Failure(
             lifecycle.Kind.TRANSIENT, "too many transcripts being read at once here"
         )
