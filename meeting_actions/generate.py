@@ -182,11 +182,16 @@ def _generate(
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
+    # The turns are all the answer's check needs: the utterances go now,
+    # from the one dict that the callers' frames (transcript_ready.complete,
+    # sweep.check_queued) also hold, so none keeps them through the call.
+    transcript.pop("utterances", None)
     model = asked.llm_model or cfg.llm_model
     body = action_items.request_body(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
+    meeting.lines = ""  # the body's prompt holds them now
     asked_at = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
