@@ -27,6 +27,9 @@ TRANSCRIPT_FIELDS = frozenset({
     "id", "status", "error", "audio_url", "audio_duration", "language_code", "speech_models",
     "speaker_labels", "speech_understanding", "utterances",
 })  # fmt: skip
+# Characters of the transcript's `text` kept: the prompt never needs it (the
+# gateway substitutes it itself), only whether it is empty or deleted.
+TEXT_KEPT = 64
 # Transcripts read at once by one process. A read holds what it keeps
 # (about 1 MiB an hour of meeting) and one piece of the JSON, never the
 # whole; this many bound what the instance holds for reads, whatever the
@@ -188,7 +191,7 @@ _WHITESPACE = json_decoder.WHITESPACE
 
 def parse_transcript(text: str | Iterable[str]) -> Any:
     """A transcript's JSON (a text, or its pieces as they arrive), keeping
-    only TRANSCRIPT_FIELDS, each utterance as a utterances.Said. Accepts
+    only TRANSCRIPT_FIELDS and the start of `text`, each utterance as a utterances.Said. Accepts
     and refuses what json.loads does (ValueError); anything but an object
     is returned whole (the caller refuses it).
 
@@ -216,6 +219,11 @@ def parse_transcript(text: str | Iterable[str]) -> Any:
                     # Each read into a Said as it arrives; the odd ones dropped.
                     said = r.array(_whole, each=utterances.Sayings().said)
                     value[key] = [s for s in said if s is not None]
+                elif key == "text":
+                    # Only its start: enough to tell an empty or deleted
+                    # transcript (generate.transcript_problem) from one with words.
+                    text_ = r.value(_whole)
+                    value[key] = text_[:TEXT_KEPT] if isinstance(text_, str) else text_
                 elif key in TRANSCRIPT_FIELDS:
                     value[key] = r.value(_whole)  # a later duplicate wins, as in json.loads
                 elif r.peek() == "[":

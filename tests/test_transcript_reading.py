@@ -1,5 +1,5 @@
 """Reading a transcript the way the webhook keeps it: only the fields it
-uses, no top-level `words` or `text`, each utterance a compact Said, the
+uses, no top-level `words` and only the start of `text`, each utterance a compact Said, the
 JSON read as it arrives; exactly what json.loads accepts and refuses; and
 the utterances gone before the gateway call. Fast: no servers."""
 
@@ -61,9 +61,9 @@ def test_the_top_level_words_are_not_kept_and_utterances_are_compact():
     t = full_transcript(hours=0.1)
     text = json.dumps(t)
     parsed = assemblyai.parse_transcript(text)
-    assert "words" not in parsed and "text" not in parsed
-    assert set(parsed) == set(t) & assemblyai.TRANSCRIPT_FIELDS
-    assert {k: parsed[k] for k in parsed if k != "utterances"} == {
+    assert "words" not in parsed and parsed["text"] == t["text"][: assemblyai.TEXT_KEPT]
+    assert set(parsed) == set(t) & (assemblyai.TRANSCRIPT_FIELDS | {"text"})
+    assert {k: parsed[k] for k in parsed if k not in ("utterances", "text")} == {
         k: t[k] for k in assemblyai.TRANSCRIPT_FIELDS - {"utterances"} if k in t
     }
     said = parsed["utterances"]
@@ -132,6 +132,9 @@ def test_anything_json_loads_reads_is_read_the_same(pairs, separators, size, spa
     ) + "}"  # fmt: skip
     text = f" \n{body}\t " if spaced else body
     want = {k: v for k, v in json.loads(text).items() if k in assemblyai.TRANSCRIPT_FIELDS}
+    if "text" in json.loads(text):
+        whole = json.loads(text)["text"]
+        want["text"] = whole[: assemblyai.TEXT_KEPT] if isinstance(whole, str) else whole
     assert assemblyai.parse_transcript(in_pieces(text, size)) == want
     # Cut short anywhere, it is refused, as json.loads refuses it.
     cut = len(text.rstrip()) * size // 41
@@ -245,7 +248,9 @@ def test_the_utterances_are_let_go_before_the_gateway_call(aai, monkeypatch):
     result = transcript_ready.complete(CFG, tid, hints.Hints(), lifecycle.deadline_of(CFG))
     assert result.status == "completed", result
     assert seen == [
-        sorted(set(aai.transcripts[tid]) & assemblyai.TRANSCRIPT_FIELDS - {"utterances"})
+        sorted(
+            set(aai.transcripts[tid]) & (assemblyai.TRANSCRIPT_FIELDS | {"text"}) - {"utterances"}
+        )
     ]
     doc = aai.store.doc("meetings", tid)
     assert doc["llm"]["prompt"] == "utterances" and doc["audio_duration"] == 1800
