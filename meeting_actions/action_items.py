@@ -14,21 +14,33 @@ is cut off at max_tokens.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from typing import Any
 
+from .text import storable, stored_size, utf8_size
+
 PLACEHOLDER = "{{ transcript }}"
-# What one meeting's document may hold of the answer: Firestore refuses a
-# document over 1 MiB, and a person reads a few dozen items, not thousands.
+# What one meeting's document may hold of the answer, in UTF-8 bytes as
+# Firestore counts them: a document is at most 1 MiB (text.DOCUMENT_BYTES).
+# The result (items, readable list, note) gets RESULT_BYTES; `history` keeps
+# at most regenerate.MAX_HISTORY_BYTES (300,000) of earlier results; the
+# rest of the document (source, options, metadata, speakers, llm, error,
+# generation, notification: each capped where it is read) stays well under
+# REST_BYTES. And a person reads a few dozen items, not thousands.
+RESULT_BYTES = 600_000
+REST_BYTES = 100_000
 MAX_ITEMS = 200
 # (A link is never cut, which would break it: moments.py drops a long one.)
-MAX_FIELD_CHARS = {
+MAX_FIELD_BYTES = {
     "text": 1000, "owner": 120, "due": 120,
     "quote": 300, "said_by": 120, "owner_source": 20, "note": 200,
 }  # fmt: skip
-MAX_TEXT_CHARS = 100_000
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_TEXT_BYTES = 100_000
+# Kept back from RESULT_BYTES for the result's note.
+_NOTE_BYTES = 2_000
+_ELLIPSIS = "…"  # 3 bytes
 
 
 class Unparseable(ValueError):
@@ -55,7 +67,7 @@ List the meeting's action items.
 - "owner": the person responsible, by name as said in the meeting, or null if no one was named.
 - "due": when it is due, in the meeting's own words (for example "Friday"), or null if no time was said.
 - "formatted": the same items as readable text, written as {answer_format}.
-If there are no action items, return an empty list and say so in "formatted"."""
+If there are no action items, return an empty list and say so in "formatted".{language}"""
 
 
 def _answer_schema(item: dict[str, Any], formatted: bool) -> dict[str, Any]:
@@ -105,12 +117,19 @@ List the meeting's action items. For each:
 - "text": the task, starting with a verb.
 - "owner": who is responsible, by name, or null. "owner_source": "spoken" if their name is said for it, "speaker" if the speaker took it on, "inferred" if you worked it out otherwise.
 - "due": when it is due, in the meeting's own words, or null.
-If there are no action items, return an empty list."""
+If there are no action items, return an empty list.{language}"""
 
 # Said when some speakers are not identified (no names were given to identify them).
 LABELS_NOTE = (
     " Give a speaker who is not identified by letter, or by the name the meeting makes"
     ' clear, marked "inferred".'
+)
+
+# The items' language, by name ("Spanish"): the meeting's, or the one asked for.
+LANGUAGE_NOTE = "\nWrite every item's text{due} in {language}."
+MOMENTS_LANGUAGE_NOTE = (
+    '\nWrite "text" and "due" in {language}; "quote" stays exactly as said, in the meeting\'s'
+    " own language."
 )
 
 OWNER_SOURCES = ("spoken", "speaker", "inferred")
@@ -137,6 +156,7 @@ def request_body(
     max_tokens: int,
     transcript_lines: str | None = None,
     labels: bool = False,
+    language: str | None = None,
 ) -> dict[str, Any]:
     """The chat-completions body asking for one meeting's action items.
 
@@ -145,16 +165,22 @@ def request_body(
     the gateway substitutes the transcript's text for the placeholder.
     `labels`: some speakers are not identified by name. The transcript id
     goes only with the placeholder, the one thing the gateway uses it for.
+    `language`: the items' language in words ("Spanish").
     """
     if transcript_lines is not None:
         user = MOMENTS_USER_PROMPT.format(
-            labels=LABELS_NOTE if labels else "", lines=transcript_lines
+            labels=LABELS_NOTE if labels else "",
+            lines=transcript_lines,
+            language=MOMENTS_LANGUAGE_NOTE.format(language=language) if language else "",
         )
         schema = MOMENTS_SCHEMA
     else:
         # Strip braces so a caller's answer_format cannot add a second placeholder.
         answer_format = answer_format.replace("{", "").replace("}", "")
-        user = USER_PROMPT.format(placeholder=PLACEHOLDER, answer_format=answer_format)
+        note = LANGUAGE_NOTE.format(due=', its "due" and "formatted"', language=language)
+        user = USER_PROMPT.format(
+            placeholder=PLACEHOLDER, answer_format=answer_format, language=note if language else ""
+        )
         schema = SCHEMA
     return {
         "model": model,
@@ -182,8 +208,12 @@ class ActionItems:
 
 
 _NONE_WORDS = {"", "none", "null", "n/a", "na", "unknown", "unassigned", "tbd", "-"}
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-_BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
+# The answer is read with string methods, each pass linear in its length: a
+# regular expression such as r"\s*```$" retries at every position of a
+# whitespace run (66 s of CPU for 300,000 spaces).
+_BULLETS = "-*•‣▪"
+# What may stand between the objects of a salvaged array.
+_GAP = re.compile(r"[ \t\r\n,]*")
 
 
 def parse(content: str, finish_reason: str | None, moments: bool = False) -> ActionItems:
@@ -199,37 +229,51 @@ def parse(content: str, finish_reason: str | None, moments: bool = False) -> Act
         raise Unparseable("the model's answer is nested too deeply to read") from None
 
 
-def storable(text: str) -> str:
-    """Text Firestore can store: lone surrogates (invalid UTF-8) replaced."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+def _repaired(value: str) -> str:
+    """Lone surrogates (invalid UTF-8) replaced, nothing cut."""
+    return storable(value, 4 * len(value))
+
+
+def _shortened(value: str, max_bytes: int) -> str:
+    return storable(value, max_bytes - len(_ELLIPSIS.encode())) + _ELLIPSIS
 
 
 def capped(result: ActionItems) -> ActionItems:
-    """At most MAX_ITEMS items of bounded size, and a note saying what was cut."""
+    """Items and readable text within their byte caps and the document's
+    budget (RESULT_BYTES), and a note saying what was cut."""
     cuts = []
-    if len(result.items) > MAX_ITEMS:
-        cuts.append(f"kept the first {MAX_ITEMS} of {len(result.items)} items")
-        result.items = result.items[:MAX_ITEMS]
+    total = len(result.items)
+    items = result.items[:MAX_ITEMS]
     shortened = 0
-    for item in result.items:
-        for key, limit in MAX_FIELD_CHARS.items():
+    for item in items:
+        for key, limit in MAX_FIELD_BYTES.items():
             value = item.get(key)
-            if isinstance(value, str) and len(value) > limit:
-                item[key] = value[: limit - 1] + "…"
+            if isinstance(value, str) and utf8_size(value) > limit:
+                item[key] = _shortened(value, limit)
                 shortened += 1
+    if utf8_size(result.text) > MAX_TEXT_BYTES:
+        result.text = _shortened(result.text, MAX_TEXT_BYTES)
+        cuts.append(f"cut the readable list at {MAX_TEXT_BYTES:,} bytes")
+    budget = RESULT_BYTES - stored_size(result.text) - _NOTE_BYTES
+    sizes = itertools.accumulate(stored_size(item) for item in items)
+    keep = sum(1 for size in sizes if size <= budget)
+    result.items = items[:keep]
+    if keep < total:
+        cuts.insert(0, f"kept the first {keep} of {total} items")
     if shortened:
-        cuts.append(f"shortened {shortened} over-long field(s)")
-    if len(result.text) > MAX_TEXT_CHARS:
-        result.text = result.text[: MAX_TEXT_CHARS - 1] + "…"
-        cuts.append(f"cut the readable list at {MAX_TEXT_CHARS} characters")
+        cuts.insert(1 if keep < total else 0, f"shortened {shortened} over-long field(s)")
     if cuts:
-        note = "The answer was too large to keep whole: " + "; ".join(cuts) + "."
+        note = (
+            "The answer was too large to keep whole (a meeting's document holds at most 1 MiB): "
+            + "; ".join(cuts)
+            + "."
+        )
         result.note = f"{result.note} {note}" if result.note else note
     return result
 
 
 def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItems:
-    content = storable(content or "").strip()
+    content = _repaired(content or "").strip()
     cut = finish_reason == "length"
     data = _load_json(content)
     if isinstance(data, dict) and isinstance(data.get("action_items"), list):
@@ -237,8 +281,8 @@ def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItem
         text = data.get("formatted")
         if not isinstance(text, str) or not text.strip():
             text = render(items)
-        return ActionItems(items, storable(text).strip(), "json")
-    if _FENCE.sub("", content).lstrip().startswith("{"):
+        return ActionItems(items, _repaired(text).strip(), "json")
+    if _unfenced(content).lstrip().startswith("{"):
         items = _salvage(content, moments)
         reason = "cut off at max_tokens" if cut else "not valid JSON"
         note = f"The model's answer was {reason}; kept the {len(items)} complete item(s)."
@@ -256,43 +300,64 @@ def clock(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def render(items: list[dict[str, Any]], answer_format: str | None = None) -> str:
+def render(
+    items: list[dict[str, Any]], answer_format: str | None = None, language: str | None = None
+) -> str:
     """The readable list: one `[12:34] Priya: task (due Friday)` line per item
     when the items have moments (numbered when the answer_format asks for
     numbers), else bullet points (for when the model gave no
-    readable list of its own)."""
+    readable list of its own). Its few words ("due") are in `language`
+    (a code) where languages.py knows them."""
+    from .languages import words
+
+    said = words(language)
     if not items:
-        return "No action items."
+        return said["none"]
     if any("said_at" in item for item in items):
         numbered = "number" in (answer_format or "").lower()
         return "\n".join(
-            (f"{i}. " if numbered else "") + _moment_line(item) for i, item in enumerate(items, 1)
+            (f"{i}. " if numbered else "") + _moment_line(item, said)
+            for i, item in enumerate(items, 1)
         )
     lines = []
     for item in items:
         extra = ", ".join(
-            v for v in (item.get("owner"), item.get("due") and f"due {item['due']}") if v
+            v for v in (item.get("owner"), item.get("due") and said["due"].format(item["due"])) if v
         )
         lines.append(f"- {item['text']}" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
 
 
-def _moment_line(item: dict[str, Any]) -> str:
+def _moment_line(item: dict[str, Any], said: dict[str, str]) -> str:
     parts = []
     at = item.get("said_at")
     if isinstance(at, int) and not isinstance(at, bool) and at >= 0:
         parts.append(f"[{clock(at)}]")
     if item.get("owner"):
-        inferred = " (inferred)" if item.get("owner_source") == "inferred" else ""
+        inferred = f" ({said['inferred']})" if item.get("owner_source") == "inferred" else ""
         parts.append(f"{item['owner']}{inferred}:")
     parts.append(item["text"])
-    due = f" (due {item['due']})" if item.get("due") else ""
+    due = f" ({said['due'].format(item['due'])})" if item.get("due") else ""
     return " ".join(parts) + due
+
+
+def _unfenced(content: str) -> str:
+    """The answer without a Markdown code fence around it: an opening
+    ```lang and the whitespace after it, a closing ``` and the whitespace
+    before it."""
+    if content.startswith("```"):
+        i = 3
+        while i < len(content) and content[i].isascii() and content[i].isalpha():
+            i += 1
+        content = content[i:].lstrip()
+    if content.endswith("```"):
+        content = content[:-3].rstrip()
+    return content
 
 
 def _load_json(content: str) -> Any:
     try:
-        return json.loads(_FENCE.sub("", content))
+        return json.loads(_unfenced(content))
     except ValueError:
         return None
     # RecursionError (a deeply nested answer) is left to parse(): poison.
@@ -308,12 +373,12 @@ def _clean_items(raw: list[Any], moments: bool = False) -> list[dict[str, Any]]:
         text = entry.get("text") or entry.get("task") or entry.get("description")
         if not isinstance(text, str) or not text.strip():
             continue
-        item = {"text": storable(" ".join(text.split()))}
+        item = {"text": _repaired(" ".join(text.split()))}
         keys = ("owner", "due", "owner_source", "said_by", "quote") if moments else ("owner", "due")
         for key in keys:
             value = entry.get(key)
             if isinstance(value, str) and value.strip().lower() not in _NONE_WORDS:
-                item[key] = storable(" ".join(value.split()))
+                item[key] = _repaired(" ".join(value.split()))
         if moments:
             item["said_at"] = seconds(entry.get("said_at"))
         items.append(item)
@@ -345,8 +410,7 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
     found: list[Any] = []
     pos = start + 1
     while True:
-        while pos < len(content) and content[pos] in " \t\r\n,":
-            pos += 1
+        pos = _GAP.match(content, pos).end()
         try:
             obj, pos = decoder.raw_decode(content, pos)
         except ValueError:
@@ -358,9 +422,25 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
 def _from_plain_text(content: str) -> list[dict[str, str]]:
     items = []
     for line in content.splitlines():
-        match = _BULLET.match(line)
-        if match:
-            text = match.group(1).strip().strip("*").strip()
-            if text:
-                items.append({"text": text})
+        text = _bullet_text(line)
+        if text:
+            items.append({"text": text})
     return items
+
+
+def _bullet_text(line: str) -> str | None:
+    """The text of a list line: `- text`, `* text`, `• text`, `12. text`
+    or `3) text`; None for any other line."""
+    line = line.lstrip()
+    if line[:1] and line[0] in _BULLETS:
+        rest = line[1:]
+    else:
+        digits = 0
+        while digits < len(line) and digits < 4 and line[digits].isdecimal():
+            digits += 1
+        if not 1 <= digits <= 3 or line[digits : digits + 1] not in (".", ")"):
+            return None
+        rest = line[digits + 1 :]
+    if not rest[:1].isspace():
+        return None
+    return rest.strip().strip("*").strip() or None

@@ -13,6 +13,7 @@ from . import (
     action_items,
     assemblyai,
     console,
+    languages,
     lease,
     lifecycle,
     logs,
@@ -61,7 +62,7 @@ def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
     """What the document keeps of the transcript itself, in every final state."""
     return {
         "audio_duration": transcript.get("audio_duration"),
-        "language_code": transcript.get("language_code"),
+        **languages.facts(transcript),
     }
 
 
@@ -183,11 +184,18 @@ def _generate(
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
+    # The turns are all the answer's check needs: the utterances go now,
+    # from the one dict that the callers' frames (transcript_ready.complete,
+    # sweep.check_queued) also hold, so none keeps them through the call.
+    transcript.pop("utterances", None)
     person = asked.llm_model if asked.llm_model not in (None, cfg.llm_model) else None
+    items_language = languages.items_language(held.data, hints.items_language, transcript)
     body = action_items.request_body(
         tid, person or cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
+        languages.name(items_language),
     )  # fmt: skip
+    meeting.lines = ""  # the body's prompt holds them now
     asked_at = time.monotonic()
     # The model a person chose is asked alone, first: refused (or not on the
     # gateway's list), it is the person's to fix, never the meeting's end.
@@ -223,8 +231,9 @@ def _generate(
     # From here on the answer is paid for: whatever fails is poison.
     try:
         fields = _result_fields(
-            cfg, answer, facts, meeting, console.source(held.data), model, answer_format
-        )
+            cfg, answer, facts, meeting, console.source(held.data), model, answer_format,
+            items_language,
+        )  # fmt: skip
         fields["llm"]["tried"] = got.tried
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
@@ -258,6 +267,7 @@ def _result_fields(
     source: Any = None,
     requested: str | None = None,
     answer_format: str | None = None,
+    items_language: str | None = None,
 ) -> dict[str, Any]:
     """The document's fields from a gateway answer; raises on an unusable one.
 
@@ -274,7 +284,7 @@ def _result_fields(
     )
     quotes = None
     if meeting is not None and with_moments:
-        result, quotes = moments.checked(result, meeting, source, answer_format)
+        result, quotes = moments.checked(result, meeting, source, answer_format, items_language)
         if meeting.cut_note:
             result.note = f"{result.note} {meeting.cut_note}" if result.note else meeting.cut_note
     usage = answer.get("usage")
@@ -282,11 +292,13 @@ def _result_fields(
     request = answer.get("request")
     model = (request.get("model") if isinstance(request, dict) else None) or answer.get("model")
 
-    def text(value: Any, limit: int = 200) -> str | None:
-        return action_items.storable(value[:limit]) if isinstance(value, str) else None
+    def text(value: Any, limit: int = 200) -> str | None:  # in UTF-8 bytes
+        return action_items.storable(value, limit) if isinstance(value, str) else None
 
-    def count(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def count(value: Any) -> int | None:  # Firestore's integers are 64-bit
+        if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+            return value
+        return None
 
     return {
         "status": lifecycle.COMPLETED,

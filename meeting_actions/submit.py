@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import action_items, assemblyai, inputs, lifecycle, logs, record
+from . import action_items, assemblyai, inputs, languages, lifecycle, logs, record
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .hints import Hints, webhook_url
-from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
+from .lifecycle import Done, Failure, Kind, Refused, Result
 
 
 def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
@@ -22,6 +22,28 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
         "speaker_labels": sub.speaker_labels is not False,
         "speakers": [s.name for s in sub.speakers] or None,
         "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        **language_options(sub, cfg),
+    }
+
+
+def language_options(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
+    """The language as asked: the caller's code wins; else detection, with
+    the caller's options or the environment's. Items in items_language,
+    else (None) the meeting's."""
+    detect = not sub.language_code
+    return {
+        "language_detection": detect,
+        "expected_languages": list(sub.expected_languages or cfg.expected_languages or ())
+        if detect
+        else None,
+        "language_confidence_threshold": (
+            sub.language_confidence_threshold
+            if sub.language_confidence_threshold is not None
+            else cfg.language_confidence_threshold
+        )
+        if detect
+        else None,
+        "items_language": sub.items_language or cfg.items_language,
     }
 
 
@@ -48,6 +70,7 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
         sub.metadata,
         source if source.get("kind") != "url" else None,
         sub.notify_url,
+        options["items_language"],
     )
     params: dict[str, Any] = {
         "audio_url": sub.audio_url,
@@ -55,9 +78,16 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
         "webhook_auth_header_name": WEBHOOK_SECRET_HEADER,
         "webhook_auth_header_value": cfg.webhook_secret,
     }
-    for key in ("speech_models", "language_code", "speaker_labels"):
+    for key in ("speech_models", "speaker_labels"):
         if options[key] is not None:
             params[key] = options[key]
+    params.update(
+        languages.detection_params(
+            sub.language_code,
+            options["expected_languages"],
+            options["language_confidence_threshold"],
+        )
+    )
     if sub.speakers:
         params["speech_understanding"] = _speaker_identification(sub)
     try:
@@ -97,8 +127,20 @@ def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[st
         raise lifecycle.from_firestore(exc) from None
 
 
+# What the caller is told when AssemblyAI accepted the job but its document
+# could not be written: the job is theirs, and asking again would pay twice.
+NOT_RECORDED = (
+    "AssemblyAI accepted the job; the meeting's document could not be written now and will "
+    "be written when the transcript is ready (the webhook builds it from AssemblyAI's record). "
+    "Do not resubmit."
+)
+
+
 def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = None) -> Result:
-    """Hand the recording to AssemblyAI, then record the queued meeting."""
+    """Hand the recording to AssemblyAI, then record the queued meeting.
+
+    Once AssemblyAI accepted the job the answer is Done whatever fails next:
+    a retryable answer would invite a second, paid, transcript."""
     source = source or record.source_of_url(sub.audio_url)
     try:
         tid = start_transcription(cfg, sub, source)
@@ -107,16 +149,17 @@ def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = 
             logs.warning("AssemblyAI did not accept the recording", error=failure.message)
             return Refused(f"AssemblyAI refused the job: {failure.message}", by="assemblyai")
         return lifecycle.busy_for(failure, None, "AssemblyAI did not accept the recording")
+    done = Done(lifecycle.QUEUED, tid, record.path(cfg, tid))
     try:
         record_queued(cfg, tid, sub, source)
-    except Failure as failure:
-        logs.error("AssemblyAI accepted the job but its record could not be written", tid,
-                   error=failure.message, kind=str(failure.kind), fix=failure.fix)  # fmt: skip
-        return Busy(
-            "AssemblyAI accepted the job but its record could not be written; "
-            "it will be written when the transcript is ready. Do not resubmit.",
-            kind=failure.kind,
-            transcript_id=tid,
-        )
+    except Exception as exc:  # noqa: BLE001 - accepted: the webhook writes the document
+        failure = exc if isinstance(exc, Failure) else None
+        logs.error("AssemblyAI accepted the job but its record could not be written; "
+                   "the webhook will write it", tid,
+                   error=failure.message if failure else f"{type(exc).__name__}: {exc}"[:300],
+                   kind=str(failure.kind) if failure else "bug",
+                   fix=failure.fix if failure else None)  # fmt: skip
+        done.detail = {"recorded": False, "note": NOT_RECORDED}
+        return done
     logs.info("submitted", tid, source=source.get("kind"))
-    return Done(lifecycle.QUEUED, tid, record.path(cfg, tid))
+    return done
