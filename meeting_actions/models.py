@@ -113,6 +113,7 @@ class Asked:
     listed_known: bool = True
     no_time: bool = False
     waited: float = 0.0
+    limit_message: str = ""  # the gateway's words on the last 429
 
     def earliest(self) -> dt.datetime | None:
         return min(self.limited.values()) if self.limited else None
@@ -206,6 +207,7 @@ def ask(
                 wait = min(max(failure.retry_after or 1, 1), MAX_WAIT_SECONDS)
                 until = record.now() + dt.timedelta(seconds=wait)
                 asked.limited[model] = until
+                asked.limit_message = failure.message
                 with _lock:
                     _waits[model] = max(until, _waits.get(model, until))
                 logs.info("the LLM Gateway is rate limiting a model; asking the next", tid,

@@ -58,7 +58,9 @@ def no_model(cfg: Config, held: lease.Lease, asked: models.Asked) -> Result:
         wait = max((earliest - record.now()).total_seconds(), 1)
         logs.warning("every configured model is rate limited, will try later", tid,
                      models=sorted(asked.limited), wait=round(wait, 1))  # fmt: skip
-        held.release("LLM Gateway: every configured model is rate limited", not_before=earliest)
+        said = f" ({asked.limit_message})" if asked.limit_message else ""
+        held.release(f"LLM Gateway: every configured model is rate limited{said}",
+                     not_before=earliest)  # fmt: skip
         return Busy("the LLM Gateway is rate limiting every configured model, try again later",
                     wait, transcript_id=tid, rate_limited=True)  # fmt: skip
     if asked.refused and asked.listed_known:
