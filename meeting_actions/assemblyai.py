@@ -171,3 +171,16 @@ def chat_completion(cfg: Config, body: dict[str, Any], deadline: float) -> dict:
         # A long rate-limit wait is better spent with the claim given back.
         max_wait=5,
     )
+
+
+def delete_transcript(cfg: Config, transcript_id: str, timeout: float = 5) -> dict:
+    """DELETE /v2/transcript/{id}: its text, words and audio (an upload too) go."""
+    return _call(
+        cfg,
+        "DELETE",
+        f"{cfg.api_base_url}/v2/transcript/{requests.utils.quote(transcript_id)}",
+        time.monotonic() + timeout,
+        read_timeout=timeout,
+        headers=_headers(cfg),
+        attempts=1,
+    )

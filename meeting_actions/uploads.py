@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from . import inputs, lease, lifecycle, logs, record, submit
+from . import inputs, lease, lifecycle, logs, record, retention, submit
 from .config import Config
 from .lifecycle import Done, Failure, Kind
 
@@ -59,7 +59,8 @@ AUDIO_EXTENSIONS = frozenset(
 # Cloud Storage's bucket naming rules (3-222 characters, dots for domain names).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format")
+OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format",
+                 "redact_pii", "redact_pii_policies", "redact_pii_sub")  # fmt: skip
 # Custom metadata that marks an object as not a meeting (for example one a
 # team's own tooling wrote next to the recordings).
 SKIP_MARK = ("meeting-actions", "skip")
@@ -175,6 +176,14 @@ def submission_for(
         body["speech_models"] = [m.strip() for m in meta["speech_models"].split(",") if m.strip()]
     if meta.get("answer_format"):
         body["answer_format"] = meta["answer_format"]
+    if meta.get("redact_pii", "").lower() in ("true", "false"):
+        body["redact_pii"] = meta["redact_pii"].lower() == "true"
+    if meta.get("redact_pii_policies"):
+        body["redact_pii_policies"] = [
+            p.strip() for p in meta["redact_pii_policies"].split(",") if p.strip()
+        ]
+    if meta.get("redact_pii_sub"):
+        body["redact_pii_sub"] = meta["redact_pii_sub"].strip()
     notify_url = meta.get("notify_url", "").strip() or default_notify_url
     if meta.get("speakers", "").strip():
         raw = meta["speakers"]
@@ -322,7 +331,8 @@ def _claim(cfg: Config, obj: StorageObject) -> lease.Lease | lifecycle.Result:
     return lease.claim(
         record.uploads_collection(cfg), claim_key(obj), "lease", os.urandom(8).hex(),
         cfg.claim_seconds, decide, lambda _: {"status": lifecycle.SUBMITTING},
-        create=lambda: {"uri": obj.uri, "generation": obj.generation},
+        create=lambda: {"uri": obj.uri, "generation": obj.generation,
+                        **retention.expire_fields(cfg)},  # fmt: skip
     )  # fmt: skip
 
 

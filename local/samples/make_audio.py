@@ -30,3 +30,4 @@ if __name__ == "__main__":
     write(here / "weekly-sync.wav", 440)
     write(here / "launch-review.wav", 523)
     write(here / "planning-offsite.wav", 587)
+    write(here / "vendor-call.wav", 659)
