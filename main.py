@@ -77,10 +77,10 @@ def submit_transcription(request: flask.Request) -> flask.Response:
     cfg = config.get()
     body = inputs.read_json(request, cfg.max_body_bytes)
     result = submit.submit(cfg, inputs.submission(body, cfg.notify_allow_local))
-    if isinstance(result, Done):
+    if isinstance(result, Done):  # also when only its record is late: never resubmit
         return _json(
             {"transcript_id": result.transcript_id, "status": result.status,
-             "document": result.document},
+             "document": result.document, **result.detail},
             202,
         )  # fmt: skip
     if isinstance(result, Refused):  # AssemblyAI said no: resubmitting will not help

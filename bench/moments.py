@@ -249,7 +249,7 @@ def token_table(hours: float) -> list[dict]:
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
 sys.path.insert(0, sys.argv[1])
-from meeting_actions import action_items, moments
+from meeting_actions import action_items, assemblyai, moments
 trace = sys.argv[4] == "trace"
 if trace:
     tracemalloc.start()
@@ -269,15 +269,21 @@ def step(name, started):
     if trace:
         now, peak = tracemalloc.get_traced_memory()
         steps[name].update(traced_mib=round(now / 2**20, 1), traced_peak_mib=round(peak / 2**20, 1))
+class Body:  # the transcript's body as a streamed response gives it
+    def iter_content(self, size):
+        with open(sys.argv[2], "rb") as f:
+            while chunk := f.read(size):
+                yield chunk
 t0 = time.process_time()
-raw = open(sys.argv[2], "rb").read()          # the body as requests holds it
-transcript = json.loads(raw.decode("utf-8"))   # what response.json() does
-del raw  # requests keeps it until the response goes; the webhook drops that at once
-step("read and parse the transcript", t0)
+# As assemblyai.get_transcript reads it: decoded and parsed as it arrives.
+transcript = assemblyai.parse_transcript(assemblyai._pieces(Body()))
+step("read the transcript as it arrives", t0)
 t0 = time.process_time()
 meeting = moments.read(transcript)
+transcript.pop("utterances")                   # as generate.py does
 body = action_items.request_body("t", "m", "bullet points", 4000, meeting.lines, meeting.unnamed)
-sent = json.dumps(body)                        # what requests sends
+meeting.lines = ""
+sent = json.dumps(body).encode()               # what requests sends
 step("build the prompt", t0)
 t0 = time.process_time()
 result = action_items.parse(answer, "stop", moments=True)

@@ -14,21 +14,33 @@ is cut off at max_tokens.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from typing import Any
 
+from .text import storable, stored_size, utf8_size
+
 PLACEHOLDER = "{{ transcript }}"
-# What one meeting's document may hold of the answer: Firestore refuses a
-# document over 1 MiB, and a person reads a few dozen items, not thousands.
+# What one meeting's document may hold of the answer, in UTF-8 bytes as
+# Firestore counts them: a document is at most 1 MiB (text.DOCUMENT_BYTES).
+# The result (items, readable list, note) gets RESULT_BYTES; `history` keeps
+# at most regenerate.MAX_HISTORY_BYTES (300,000) of earlier results; the
+# rest of the document (source, options, metadata, speakers, llm, error,
+# generation, notification: each capped where it is read) stays well under
+# REST_BYTES. And a person reads a few dozen items, not thousands.
+RESULT_BYTES = 600_000
+REST_BYTES = 100_000
 MAX_ITEMS = 200
 # (A link is never cut, which would break it: moments.py drops a long one.)
-MAX_FIELD_CHARS = {
+MAX_FIELD_BYTES = {
     "text": 1000, "owner": 120, "due": 120,
     "quote": 300, "said_by": 120, "owner_source": 20, "note": 200,
 }  # fmt: skip
-MAX_TEXT_CHARS = 100_000
-_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+MAX_TEXT_BYTES = 100_000
+# Kept back from RESULT_BYTES for the result's note.
+_NOTE_BYTES = 2_000
+_ELLIPSIS = "…"  # 3 bytes
 
 
 class Unparseable(ValueError):
@@ -183,8 +195,12 @@ class ActionItems:
 
 
 _NONE_WORDS = {"", "none", "null", "n/a", "na", "unknown", "unassigned", "tbd", "-"}
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-_BULLET = re.compile(r"^\s*(?:[-*•‣▪]|\d{1,3}[.)])\s+(.*\S)\s*$")
+# The answer is read with string methods, each pass linear in its length: a
+# regular expression such as r"\s*```$" retries at every position of a
+# whitespace run (66 s of CPU for 300,000 spaces).
+_BULLETS = "-*•‣▪"
+# What may stand between the objects of a salvaged array.
+_GAP = re.compile(r"[ \t\r\n,]*")
 
 
 def parse(content: str, finish_reason: str | None, moments: bool = False) -> ActionItems:
@@ -200,37 +216,51 @@ def parse(content: str, finish_reason: str | None, moments: bool = False) -> Act
         raise Unparseable("the model's answer is nested too deeply to read") from None
 
 
-def storable(text: str) -> str:
-    """Text Firestore can store: lone surrogates (invalid UTF-8) replaced."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
+def _repaired(value: str) -> str:
+    """Lone surrogates (invalid UTF-8) replaced, nothing cut."""
+    return storable(value, 4 * len(value))
+
+
+def _shortened(value: str, max_bytes: int) -> str:
+    return storable(value, max_bytes - len(_ELLIPSIS.encode())) + _ELLIPSIS
 
 
 def capped(result: ActionItems) -> ActionItems:
-    """At most MAX_ITEMS items of bounded size, and a note saying what was cut."""
+    """Items and readable text within their byte caps and the document's
+    budget (RESULT_BYTES), and a note saying what was cut."""
     cuts = []
-    if len(result.items) > MAX_ITEMS:
-        cuts.append(f"kept the first {MAX_ITEMS} of {len(result.items)} items")
-        result.items = result.items[:MAX_ITEMS]
+    total = len(result.items)
+    items = result.items[:MAX_ITEMS]
     shortened = 0
-    for item in result.items:
-        for key, limit in MAX_FIELD_CHARS.items():
+    for item in items:
+        for key, limit in MAX_FIELD_BYTES.items():
             value = item.get(key)
-            if isinstance(value, str) and len(value) > limit:
-                item[key] = value[: limit - 1] + "…"
+            if isinstance(value, str) and utf8_size(value) > limit:
+                item[key] = _shortened(value, limit)
                 shortened += 1
+    if utf8_size(result.text) > MAX_TEXT_BYTES:
+        result.text = _shortened(result.text, MAX_TEXT_BYTES)
+        cuts.append(f"cut the readable list at {MAX_TEXT_BYTES:,} bytes")
+    budget = RESULT_BYTES - stored_size(result.text) - _NOTE_BYTES
+    sizes = itertools.accumulate(stored_size(item) for item in items)
+    keep = sum(1 for size in sizes if size <= budget)
+    result.items = items[:keep]
+    if keep < total:
+        cuts.insert(0, f"kept the first {keep} of {total} items")
     if shortened:
-        cuts.append(f"shortened {shortened} over-long field(s)")
-    if len(result.text) > MAX_TEXT_CHARS:
-        result.text = result.text[: MAX_TEXT_CHARS - 1] + "…"
-        cuts.append(f"cut the readable list at {MAX_TEXT_CHARS} characters")
+        cuts.insert(1 if keep < total else 0, f"shortened {shortened} over-long field(s)")
     if cuts:
-        note = "The answer was too large to keep whole: " + "; ".join(cuts) + "."
+        note = (
+            "The answer was too large to keep whole (a meeting's document holds at most 1 MiB): "
+            + "; ".join(cuts)
+            + "."
+        )
         result.note = f"{result.note} {note}" if result.note else note
     return result
 
 
 def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItems:
-    content = storable(content or "").strip()
+    content = _repaired(content or "").strip()
     cut = finish_reason == "length"
     data = _load_json(content)
     if isinstance(data, dict) and isinstance(data.get("action_items"), list):
@@ -238,8 +268,8 @@ def _parse(content: str, finish_reason: str | None, moments: bool) -> ActionItem
         text = data.get("formatted")
         if not isinstance(text, str) or not text.strip():
             text = render(items)
-        return ActionItems(items, storable(text).strip(), "json")
-    if _FENCE.sub("", content).lstrip().startswith("{"):
+        return ActionItems(items, _repaired(text).strip(), "json")
+    if _unfenced(content).lstrip().startswith("{"):
         items = _salvage(content, moments)
         reason = "cut off at max_tokens" if cut else "not valid JSON"
         note = f"The model's answer was {reason}; kept the {len(items)} complete item(s)."
@@ -291,9 +321,23 @@ def _moment_line(item: dict[str, Any]) -> str:
     return " ".join(parts) + due
 
 
+def _unfenced(content: str) -> str:
+    """The answer without a Markdown code fence around it: an opening
+    ```lang and the whitespace after it, a closing ``` and the whitespace
+    before it."""
+    if content.startswith("```"):
+        i = 3
+        while i < len(content) and content[i].isascii() and content[i].isalpha():
+            i += 1
+        content = content[i:].lstrip()
+    if content.endswith("```"):
+        content = content[:-3].rstrip()
+    return content
+
+
 def _load_json(content: str) -> Any:
     try:
-        return json.loads(_FENCE.sub("", content))
+        return json.loads(_unfenced(content))
     except ValueError:
         return None
     # RecursionError (a deeply nested answer) is left to parse(): poison.
@@ -309,12 +353,12 @@ def _clean_items(raw: list[Any], moments: bool = False) -> list[dict[str, Any]]:
         text = entry.get("text") or entry.get("task") or entry.get("description")
         if not isinstance(text, str) or not text.strip():
             continue
-        item = {"text": storable(" ".join(text.split()))}
+        item = {"text": _repaired(" ".join(text.split()))}
         keys = ("owner", "due", "owner_source", "said_by", "quote") if moments else ("owner", "due")
         for key in keys:
             value = entry.get(key)
             if isinstance(value, str) and value.strip().lower() not in _NONE_WORDS:
-                item[key] = storable(" ".join(value.split()))
+                item[key] = _repaired(" ".join(value.split()))
         if moments:
             item["said_at"] = seconds(entry.get("said_at"))
         items.append(item)
@@ -346,8 +390,7 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
     found: list[Any] = []
     pos = start + 1
     while True:
-        while pos < len(content) and content[pos] in " \t\r\n,":
-            pos += 1
+        pos = _GAP.match(content, pos).end()
         try:
             obj, pos = decoder.raw_decode(content, pos)
         except ValueError:
@@ -359,9 +402,25 @@ def _salvage(content: str, moments: bool = False) -> list[dict[str, Any]]:
 def _from_plain_text(content: str) -> list[dict[str, str]]:
     items = []
     for line in content.splitlines():
-        match = _BULLET.match(line)
-        if match:
-            text = match.group(1).strip().strip("*").strip()
-            if text:
-                items.append({"text": text})
+        text = _bullet_text(line)
+        if text:
+            items.append({"text": text})
     return items
+
+
+def _bullet_text(line: str) -> str | None:
+    """The text of a list line: `- text`, `* text`, `• text`, `12. text`
+    or `3) text`; None for any other line."""
+    line = line.lstrip()
+    if line[:1] and line[0] in _BULLETS:
+        rest = line[1:]
+    else:
+        digits = 0
+        while digits < len(line) and digits < 4 and line[digits].isdecimal():
+            digits += 1
+        if not 1 <= digits <= 3 or line[digits : digits + 1] not in (".", ")"):
+            return None
+        rest = line[digits + 1 :]
+    if not rest[:1].isspace():
+        return None
+    return rest.strip().strip("*").strip() or None

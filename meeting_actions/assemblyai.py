@@ -7,13 +7,39 @@ the API key.
 
 from __future__ import annotations
 
+import codecs
+import json
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from json import decoder as json_decoder
 from typing import IO, Any
 
 import requests
 
-from . import lifecycle, logs, transport
+from . import lifecycle, logs, transport, utterances
 from .config import Config
+
+# What the webhook reads of a transcript (generate.py, transcript_ready.py,
+# utterances.py): every other field, the top-level `words` and `text`
+# first (over half of the JSON), is skipped as it is parsed, never kept.
+TRANSCRIPT_FIELDS = frozenset({
+    "id", "status", "error", "audio_url", "audio_duration", "language_code", "speech_models",
+    "speaker_labels", "speech_understanding", "utterances",
+})  # fmt: skip
+# Characters of the transcript's `text` kept: the prompt never needs it (the
+# gateway substitutes it itself), only whether it is empty or deleted.
+TEXT_KEPT = 64
+# Transcripts read at once by one process. A read holds what it keeps
+# (about 1 MiB an hour of meeting) and one piece of the JSON, never the
+# whole; this many bound what the instance holds for reads, whatever the
+# burst (BENCHMARKS.md, "Memory under a burst"). Reading is CPU under
+# the GIL: more at once would not be faster.
+READS_AT_ONCE = 4
+# A read waits this long for its turn (80 ten-hour reads queue for about
+# a minute on one vCPU), then gives the meeting back to be retried.
+READ_WAIT_SECONDS = 120
+_reads = threading.BoundedSemaphore(READS_AT_ONCE)
 
 
 class ApiError(Exception):
@@ -68,6 +94,17 @@ def error_message(response: requests.Response) -> str:
 def _call(
     cfg: Config, method: str, url: str, deadline: float, read_timeout: float, **kw: Any
 ) -> Any:
+    response = _answer(cfg, method, url, deadline, read_timeout, **kw)
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError("AssemblyAI answered with a body that is not JSON", 502) from None
+
+
+def _answer(
+    cfg: Config, method: str, url: str, deadline: float, read_timeout: float, **kw: Any
+) -> requests.Response:
+    """A successful answer; any other, an ApiError."""
     try:
         response = transport.request(
             method, url, deadline=deadline, read_timeout=read_timeout, **kw
@@ -80,10 +117,7 @@ def _call(
             response.status_code,
             transport.retry_after_seconds(response),
         )
-    try:
-        return response.json()
-    except ValueError:
-        raise ApiError("AssemblyAI answered with a body that is not JSON", 502) from None
+    return response
 
 
 def _scrub(cfg: Config, message: str) -> str:
@@ -110,23 +144,217 @@ def submit_transcript(cfg: Config, params: dict[str, Any], timeout: float = 30) 
 
 
 def get_transcript(cfg: Config, transcript_id: str, timeout: float = 15) -> dict:
-    """The transcript object: status, error message, duration, language."""
-    return _call(
+    """The transcript object, as parse_transcript keeps it: status, error
+    message, duration, language, utterances read into utterances.Said. Read
+    as it arrives: neither its bytes nor its text is ever held whole."""
+    response = _answer(
         cfg,
         "GET",
         f"{cfg.api_base_url}/v2/transcript/{requests.utils.quote(transcript_id)}",
         time.monotonic() + timeout,
         read_timeout=10,
         headers=_headers(cfg),
+        stream=True,
     )
+    try:
+        return parse_transcript(_pieces(response))
+    except requests.RequestException as exc:
+        raise ApiError(
+            _scrub(cfg, f"AssemblyAI's transcript did not arrive whole: {exc}")
+        ) from None
+    except (ValueError, RecursionError):
+        raise ApiError("AssemblyAI answered with a body that is not JSON", 502) from None
+    finally:
+        response.close()
+
+
+# Bytes read at a time, before any decompression (a gzip piece inflates
+# about tenfold).
+_READ_BYTES = 16 * 1024
+
+
+def _pieces(response: requests.Response) -> Iterator[str]:
+    """The body's text, piece by piece, decoded as requests' response.text
+    would (a leading BOM dropped, a bad byte becomes U+FFFD)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    for chunk in response.iter_content(_READ_BYTES):
+        if piece := decoder.decode(chunk):
+            yield piece
+    if piece := decoder.decode(b"", final=True):
+        yield piece
+
+
+_whole = json.JSONDecoder()
+_skipped = json.JSONDecoder(object_hook=lambda _: None)  # objects never kept
+_WHITESPACE = json_decoder.WHITESPACE
+
+
+def parse_transcript(text: str | Iterable[str]) -> Any:
+    """A transcript's JSON (a text, or its pieces as they arrive), keeping
+    only TRANSCRIPT_FIELDS and the start of `text`, each utterance as a utterances.Said. Accepts
+    and refuses what json.loads does (ValueError); anything but an object
+    is returned whole (the caller refuses it).
+
+    Arrays are read element by element (the top-level `words` too,
+    dropped as they go) and values as soon as their text has arrived, so
+    what is held at any time is what is kept, plus one value's text and
+    one piece."""
+    r = _Reader([text] if isinstance(text, str) else text)
+    if r.peek() != "{":
+        value = r.value(_whole)
+    else:
+        value = {}
+        r.at += 1
+        if r.peek() == "}":
+            r.at += 1
+        else:
+            while True:
+                if r.peek() != '"':
+                    raise ValueError(f"a key was expected at {r.where}")
+                key = r.value(_whole)
+                if r.peek() != ":":
+                    raise ValueError(f"':' was expected at {r.where}")
+                r.at += 1
+                if key == "utterances" and r.peek() == "[":
+                    # Each read into a Said as it arrives; the odd ones dropped.
+                    said = r.array(_whole, each=utterances.Sayings().said)
+                    value[key] = [s for s in said if s is not None]
+                elif key == "text":
+                    # Only its start: enough to tell an empty or deleted
+                    # transcript (generate.transcript_problem) from one with words.
+                    text_ = r.value(_whole)
+                    value[key] = text_[:TEXT_KEPT] if isinstance(text_, str) else text_
+                elif key in TRANSCRIPT_FIELDS:
+                    value[key] = r.value(_whole)  # a later duplicate wins, as in json.loads
+                elif r.peek() == "[":
+                    r.array(_skipped, keep=False)
+                else:
+                    r.value(_skipped)
+                if r.peek() == ",":
+                    r.at += 1
+                elif r.peek() == "}":
+                    r.at += 1
+                    break
+                else:
+                    raise ValueError(f"',' or '}}' was expected at {r.where}")
+    if r.peek() != "":
+        raise ValueError(f"extra data at {r.where}")
+    return value
+
+
+class _Reader:
+    """JSON text arriving in pieces, read one value at a time with the
+    standard library's decoder. `text[at:]` is what is not read yet."""
+
+    def __init__(self, pieces: Iterable[str]):
+        self._pieces = iter(pieces)
+        self.text = ""
+        self.at = 0
+        self.ended = False  # every piece is in `text`
+        self._dropped = 0  # characters read and let go
+
+    @property
+    def where(self) -> int:
+        return self._dropped + self.at
+
+    def _more(self, wanted: int) -> None:
+        """Let go of what was read; take pieces until `wanted` characters
+        are unread, or none is left."""
+        got = [self.text[self.at :]]
+        size = len(got[0])
+        for piece in self._pieces:
+            got.append(piece)
+            size += len(piece)
+            if size >= wanted:
+                break
+        else:
+            self.ended = True
+        self._dropped += self.at
+        self.text, self.at = "".join(got), 0
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end)."""
+        while True:
+            self.at = _WHITESPACE.match(self.text, self.at).end()
+            if self.at < len(self.text):
+                return self.text[self.at]
+            if self.ended:
+                return ""
+            self._more(1)
+
+    def value(self, decoder: json.JSONDecoder) -> Any:
+        """The next value. Until every piece has arrived, a value that
+        fails, or ends within two characters of the text's end (a number
+        can go on: "1.5" then "e+3"), is read again with twice the text,
+        so a long one is read again only a few times."""
+        self.peek()
+        while True:
+            try:
+                value, end = decoder.scan_once(self.text, self.at)
+            except StopIteration as stop:
+                if self.ended:
+                    raise json.JSONDecodeError("Expecting value", self.text, stop.value) from None
+            except json.JSONDecodeError:
+                if self.ended:
+                    raise
+            else:
+                if self.ended or end + 2 < len(self.text):
+                    self.at = end
+                    return value
+            self._more(2 * (len(self.text) - self.at) + 1)
+
+    def array(
+        self,
+        decoder: json.JSONDecoder,
+        keep: bool = True,
+        each: Callable[[Any], Any] | None = None,
+    ) -> list[Any]:
+        """The array that starts at the next character, element by element:
+        each element as `each` makes it, if given; none if not `keep`."""
+        out: list[Any] = []
+        self.at += 1
+        if self.peek() == "]":
+            self.at += 1
+            return out
+        scan, space = decoder.scan_once, _WHITESPACE.match
+        while True:
+            # Most elements end well inside the text at hand: read them
+            # here; the others, and any failure, as value() reads them.
+            text = self.text
+            at = space(text, self.at).end()
+            try:
+                item, end = scan(text, at)
+                after = space(text, end).end() if end + 2 < len(text) else len(text)
+            except (StopIteration, json.JSONDecodeError):
+                after = len(text)
+            if after < len(text):
+                c, self.at = text[after], after + 1
+            else:
+                self.at = at
+                item = self.value(decoder)
+                c = self.peek()
+                self.at += 1
+            if keep:
+                out.append(each(item) if each else item)
+            if c == "]":
+                return out
+            if c != ",":
+                raise ValueError(f"',' or ']' was expected at {self.where - 1}")
 
 
 def read_transcript(cfg: Config, tid: str) -> dict[str, Any]:
-    """The transcript as an object; a failure to read it, classified."""
+    """The transcript as an object (parse_transcript); a failure to read
+    it, classified. At most READS_AT_ONCE reads at once in this process."""
+    if not _reads.acquire(timeout=READ_WAIT_SECONDS):
+        raise lifecycle.Failure(
+            lifecycle.Kind.TRANSIENT, "too many transcripts being read at once here"
+        )
     try:
         transcript = get_transcript(cfg, tid)
     except ApiError as exc:
         raise exc.failure() from None
+    finally:
+        _reads.release()
     if not isinstance(transcript, dict):
         raise lifecycle.Failure(
             lifecycle.Kind.TRANSIENT, "AssemblyAI's transcript is not an object"

@@ -190,11 +190,16 @@ def _generate(
     # With utterances the prompt carries who said what, and when; without
     # (speaker labels off), the gateway substitutes the plain text.
     meeting = moments.read(transcript)
+    # The turns are all the answer's check needs: the utterances go now,
+    # from the one dict that the callers' frames (transcript_ready.complete,
+    # sweep.check_queued) also hold, so none keeps them through the call.
+    transcript.pop("utterances", None)
     model = asked.llm_model or cfg.llm_model
     body = action_items.request_body(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
     )  # fmt: skip
+    meeting.lines = ""  # the body's prompt holds them now
     asked_at = time.monotonic()
     try:
         answer = assemblyai.chat_completion(cfg, body, deadline=gateway_deadline)
@@ -283,11 +288,13 @@ def _result_fields(
     request = answer.get("request")
     model = (request.get("model") if isinstance(request, dict) else None) or answer.get("model")
 
-    def text(value: Any, limit: int = 200) -> str | None:
-        return action_items.storable(value[:limit]) if isinstance(value, str) else None
+    def text(value: Any, limit: int = 200) -> str | None:  # in UTF-8 bytes
+        return action_items.storable(value, limit) if isinstance(value, str) else None
 
-    def count(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    def count(value: Any) -> int | None:  # Firestore's integers are 64-bit
+        if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+            return value
+        return None
 
     return {
         "status": lifecycle.COMPLETED,

@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from . import inputs, notify_address
+from . import inputs, text
 from .config import Config
 
 
@@ -47,23 +47,60 @@ def webhook_url(cfg: Config, hints: Hints) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
+# What submit carries of an upload's source (uploads.StorageObject.source(),
+# but its kind), and how many bytes each may take: Cloud Storage's limits.
+SOURCE_KEYS = {
+    "uri": 5 + 222 + 1 + 1024,
+    "bucket": 222,
+    "name": 1024,
+    "generation": 20,
+    "size": 20,
+    "content_type": 255,
+}
+_NUMBERS = ("generation", "size")
+
+
 def from_query(args: Mapping[str, str]) -> Hints:
-    """The Hints of webhook_url(), read back; anything malformed is dropped."""
-    meta = {k[5:]: v for k, v in args.items() if k.startswith("meta.")}
+    """The Hints of webhook_url(), read back; anything unknown or malformed
+    is dropped (the query is outside input like any other: only the keys
+    submit writes are read, each through text.check)."""
+    meta: dict[str, str] = {}
+    for key, value in args.items():
+        name = key[5:]
+        if (
+            key.startswith("meta.")
+            and inputs.is_metadata_key(name)
+            and _fits(value, inputs.MAX_METADATA_VALUE, True)
+        ):
+            meta[name] = value
+    meta = dict(sorted(meta.items())[: inputs.MAX_METADATA_KEYS])
+    source: dict[str, Any] = {}
+    for key, limit in SOURCE_KEYS.items():
+        value = args.get(f"src.{key}")
+        if value and _fits(value, limit, key in ("name", "uri")):
+            if key not in _NUMBERS:
+                source[key] = value
+            elif value.isascii() and value.isdigit():
+                source[key] = int(value) if key == "size" else value
     try:
-        meta = inputs.metadata(meta)
+        fmt = inputs.answer_format(args.get("answer_format") or None)
     except inputs.InvalidRequest:
-        meta = {}
-    source = {k[4:]: v for k, v in args.items() if k.startswith("src.")}
-    fmt = args.get("answer_format")
-    notify_to = args.get("notify")
+        fmt = None
     try:  # the production address check runs again at send time
-        notify_to = notify_address.check_notify_url(notify_to, True) if notify_to else None
-    except ValueError:
+        notify_to = inputs.notify_url(args.get("notify") or None, True)
+    except inputs.InvalidRequest:
         notify_to = None
     return Hints(
         notify_url=notify_to,
-        answer_format=fmt[:200] if fmt else None,
+        answer_format=fmt,
         metadata=meta,
         source={"kind": "gcs", **source} if source else None,
     )
+
+
+def _fits(value: Any, max_bytes: int, control: bool = False) -> bool:
+    try:
+        text.check(value, "hint", max_bytes, control)
+    except text.BadText:
+        return False
+    return True

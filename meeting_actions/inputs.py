@@ -14,20 +14,29 @@ from typing import Any
 
 import flask
 
-MAX_URL_LENGTH = 4096
+from . import text
+
+# Every cap on text is in UTF-8 bytes, as Firestore and URLs count it; every
+# string is read through text.check (no lone surrogates, no control
+# characters unless said), and every pattern must match the whole string
+# (fullmatch: "$" also matches before a final newline).
+MAX_URL_BYTES = 4096
 MAX_METADATA_KEYS = 20
-MAX_METADATA_VALUE = 500
+MAX_METADATA_VALUE = 500  # bytes
+MAX_ANSWER_FORMAT = 200  # bytes
+MAX_CODE = 64  # bytes: language codes and model names
 # The meeting's participants, for AssemblyAI's speaker identification: each
 # name (the spec: "35 characters or less"), an optional short description.
+# Both in characters, AssemblyAI's unit (at most 4 bytes each).
 MAX_SPEAKERS = 20
 MAX_SPEAKER_NAME = 35
 MAX_SPEAKER_DESCRIPTION = 200
-_METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,4})?$")
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,4})?")
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # AssemblyAI ids are UUIDs; allow any plain token that is safe as a
 # Firestore document id (no "/", not "." or "..").
-_TRANSCRIPT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 class InvalidRequest(Exception):
@@ -44,6 +53,17 @@ class InvalidRequest(Exception):
         if self.field:
             body["field"] = self.field
         return body
+
+
+def checked_text(
+    value: Any, field: str, max_bytes: int, control: bool = False, where: str | None = None
+) -> str:
+    """text.check, refusing with a 400 that names `field` (`where` says
+    where inside it, for the message)."""
+    try:
+        return text.check(value, where or field, max_bytes, control)
+    except text.BadText as exc:
+        raise InvalidRequest(str(exc), field=field) from None
 
 
 def read_json(request: flask.Request, max_bytes: int) -> Any:
@@ -105,8 +125,8 @@ def audio_url(value: Any, field: str = "audio_url") -> str:
     """An absolute http(s) URL AssemblyAI can fetch."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(f"{field} is required: the http(s) URL of the recording", field=field)
-    value = value.strip()
-    if len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
+    value = checked_text(value.strip(), field, MAX_URL_BYTES)
+    if any(c.isspace() for c in value):
         raise InvalidRequest(f"{field} is not a valid URL", field=field)
     try:
         parts = urllib.parse.urlsplit(value)
@@ -122,9 +142,9 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
     """Validate a submit_transcription body (loopback notify URLs only in local runs)."""
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = sorted(str(k) for k in body if k not in SUBMIT_FIELDS)
+    unknown = sorted(text.storable(str(k), 64) for k in body if k not in SUBMIT_FIELDS)
     if unknown:
-        raise InvalidRequest("unknown field(s): " + ", ".join(unknown)[:200], field=unknown[0][:64])
+        raise InvalidRequest("unknown field(s): " + ", ".join(unknown)[:200], field=unknown[0])
     sub = Submission(
         audio_url=audio_url(body.get("audio_url")),
         speech_models=_speech_models(body.get("speech_models")),
@@ -133,7 +153,7 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
         ),
         speaker_labels=_optional_bool(body, "speaker_labels"),
         speakers=speakers(body.get("speakers")),
-        answer_format=_answer_format(body.get("answer_format")),
+        answer_format=answer_format(body.get("answer_format")),
         metadata=metadata(body.get("metadata")),
         notify_url=notify_url(body.get("notify_url"), allow_local_notify),
         **_redaction(body),
@@ -172,6 +192,7 @@ def notify_url(value: Any, allow_local: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest("notify_url must be an https URL", field="notify_url")
+    checked_text(value, "notify_url", notify_address.MAX_URL_LENGTH)
     try:
         return notify_address.check_notify_url(value, allow_local)
     except ValueError as exc:
@@ -224,32 +245,34 @@ def _speaker_text(value: Any, where: str, limit: int, required: bool = False) ->
         return None
     if not isinstance(value, str):
         raise InvalidRequest(f"{where} must be a string", field="speakers")
-    text = " ".join(value.split())
-    if not text and required:
+    said = checked_text(" ".join(value.split()), "speakers", 4 * limit, where=where)
+    if not said and required:
         raise InvalidRequest(f"{where} is empty", field="speakers")
-    if len(text) > limit:
+    if len(said) > limit:
         raise InvalidRequest(f"{where} is longer than {limit} characters", field="speakers")
-    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise InvalidRequest(f"{where} holds control characters", field="speakers")
-    return text or None
+    return said or None
 
 
 def is_model_name(value: Any) -> bool:
     """A plausible model name (speech or LLM): letters, digits and . _ : -."""
-    return isinstance(value, str) and bool(_MODEL.match(value))
+    return isinstance(value, str) and bool(_MODEL.fullmatch(value))
+
+
+def is_metadata_key(value: Any) -> bool:
+    """1-64 letters, digits, '_' or '-', starting with a letter."""
+    return isinstance(value, str) and bool(_METADATA_KEY.fullmatch(value))
 
 
 def _speech_models(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if (
-        not isinstance(value, list)
-        or not 1 <= len(value) <= 10
-        or not all(isinstance(m, str) and _MODEL.match(m) for m in value)
-    ):
-        raise InvalidRequest(
-            "speech_models must be a list of 1 to 10 model names", field="speech_models"
-        )
+    what = "speech_models must be a list of 1 to 10 model names"
+    if not isinstance(value, list) or not 1 <= len(value) <= 10:
+        raise InvalidRequest(what, field="speech_models")
+    for i, model in enumerate(value):
+        checked_text(model, "speech_models", MAX_CODE, where=f"speech_models[{i}]")
+        if not is_model_name(model):
+            raise InvalidRequest(what, field="speech_models")
     return tuple(value)
 
 
@@ -257,7 +280,7 @@ def _optional_str(body: dict, field: str, pattern: re.Pattern, what: str) -> str
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(checked_text(value, field, MAX_CODE)):
         raise InvalidRequest(f"{field} must be {what}", field=field)
     return value
 
@@ -269,14 +292,15 @@ def _optional_bool(body: dict, field: str) -> bool | None:
     return value
 
 
-def _answer_format(value: Any) -> str | None:
+def answer_format(value: Any) -> str | None:
+    """How the readable list is written: whitespace made single spaces."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+    if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(
             "answer_format must be a short text such as 'bullet points'", field="answer_format"
         )
-    return " ".join(value.split())
+    return checked_text(" ".join(value.split()), "answer_format", MAX_ANSWER_FORMAT)
 
 
 def metadata(value: Any) -> dict[str, str]:
@@ -289,16 +313,17 @@ def metadata(value: Any) -> dict[str, str]:
             field="metadata",
         )
     for key, item in value.items():
-        if not _METADATA_KEY.match(key):
+        if not is_metadata_key(key):
             raise InvalidRequest(
                 "metadata keys must be 1-64 letters, digits, '_' or '-', starting with a letter",
                 field="metadata",
             )
-        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE:
+        if not isinstance(item, str):
             raise InvalidRequest(
-                f"metadata.{key} must be a string of at most {MAX_METADATA_VALUE} characters",
+                f"metadata.{key} must be a string of at most {MAX_METADATA_VALUE} bytes",
                 field="metadata",
             )
+        checked_text(item, "metadata", MAX_METADATA_VALUE, control=True, where=f"metadata.{key}")
     return dict(value)
 
 
@@ -318,6 +343,6 @@ def webhook_event(body: Any) -> WebhookEvent:
     if status == "redacted_audio_ready":
         return WebhookEvent(None, status)
     tid = body.get("transcript_id")
-    if not isinstance(tid, str) or not _TRANSCRIPT_ID.match(tid):
+    if not isinstance(tid, str) or not _TRANSCRIPT_ID.fullmatch(tid):
         raise InvalidRequest("transcript_id is missing or malformed", field="transcript_id")
     return WebhookEvent(tid, status)

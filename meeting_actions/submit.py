@@ -10,7 +10,7 @@ from typing import Any
 from . import action_items, assemblyai, inputs, lifecycle, logs, privacy, record, retention
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .hints import Hints, webhook_url
-from .lifecycle import Busy, Done, Failure, Kind, Refused, Result
+from .lifecycle import Done, Failure, Kind, Refused, Result
 
 
 def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
@@ -107,8 +107,20 @@ def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[st
         raise lifecycle.from_firestore(exc) from None
 
 
+# What the caller is told when AssemblyAI accepted the job but its document
+# could not be written: the job is theirs, and asking again would pay twice.
+NOT_RECORDED = (
+    "AssemblyAI accepted the job; the meeting's document could not be written now and will "
+    "be written when the transcript is ready (the webhook builds it from AssemblyAI's record). "
+    "Do not resubmit."
+)
+
+
 def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = None) -> Result:
-    """Hand the recording to AssemblyAI, then record the queued meeting."""
+    """Hand the recording to AssemblyAI, then record the queued meeting.
+
+    Once AssemblyAI accepted the job the answer is Done whatever fails next:
+    a retryable answer would invite a second, paid, transcript."""
     source = source or record.source_of_url(sub.audio_url)
     try:
         tid = start_transcription(cfg, sub, source)
@@ -117,16 +129,17 @@ def submit(cfg: Config, sub: inputs.Submission, source: dict[str, Any] | None = 
             logs.warning("AssemblyAI did not accept the recording", error=failure.message)
             return Refused(f"AssemblyAI refused the job: {failure.message}", by="assemblyai")
         return lifecycle.busy_for(failure, None, "AssemblyAI did not accept the recording")
+    done = Done(lifecycle.QUEUED, tid, record.path(cfg, tid))
     try:
         record_queued(cfg, tid, sub, source)
-    except Failure as failure:
-        logs.error("AssemblyAI accepted the job but its record could not be written", tid,
-                   error=failure.message, kind=str(failure.kind), fix=failure.fix)  # fmt: skip
-        return Busy(
-            "AssemblyAI accepted the job but its record could not be written; "
-            "it will be written when the transcript is ready. Do not resubmit.",
-            kind=failure.kind,
-            transcript_id=tid,
-        )
+    except Exception as exc:  # noqa: BLE001 - accepted: the webhook writes the document
+        failure = exc if isinstance(exc, Failure) else None
+        logs.error("AssemblyAI accepted the job but its record could not be written; "
+                   "the webhook will write it", tid,
+                   error=failure.message if failure else f"{type(exc).__name__}: {exc}"[:300],
+                   kind=str(failure.kind) if failure else "bug",
+                   fix=failure.fix if failure else None)  # fmt: skip
+        done.detail = {"recorded": False, "note": NOT_RECORDED}
+        return done
     logs.info("submitted", tid, source=source.get("kind"))
-    return Done(lifecycle.QUEUED, tid, record.path(cfg, tid))
+    return done

@@ -5,8 +5,9 @@ object's (bucket, name, generation) is claimed with the same lease as a
 meeting (lease.py), in <collection>-uploads: one submission per object
 version, however often its event arrives. A malformed, foreign or
 unwanted event is logged and acknowledged (raising would make Eventarc
-retry it forever); a failure before AssemblyAI accepted the job raises,
-so the platform retries it. Once AssemblyAI accepted it, the transcript
+retry it for a day); so is one that can never be submitted (it ends the
+upload in error). A transient failure before AssemblyAI accepted the job
+raises, so the platform retries it. Once AssemblyAI accepted it, the transcript
 id is recorded on the claim and the event is acknowledged whatever fails
 next: a retried event would start a second, paid, transcript.
 """
@@ -22,7 +23,7 @@ import re
 import time
 from typing import Any
 
-from . import inputs, lease, lifecycle, logs, record, retention, submit
+from . import inputs, lease, lifecycle, logs, record, retention, submit, text
 from .config import Config
 from .lifecycle import Done, Failure, Kind
 
@@ -56,8 +57,12 @@ AUDIO_EXTENSIONS = frozenset(
         "wmv",
     ]
 )
-# Cloud Storage's bucket naming rules (3-222 characters, dots for domain names).
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+# Cloud Storage's bucket naming rules (3-222 characters, dots for domain
+# names), matched whole (fullmatch: "$" also matches before a final newline).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+# Cloud Storage's limit for an object name, in UTF-8 bytes.
+MAX_NAME_BYTES = 1024
+MAX_CONTENT_TYPE_BYTES = 255
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format",
                  "redact_pii", "redact_pii_policies", "redact_pii_sub")  # fmt: skip
@@ -100,19 +105,24 @@ class StorageObject:
 
 
 def parse(data: Any) -> StorageObject:
-    """A StorageObjectData; size and generation may be strings or numbers."""
+    """A StorageObjectData; size and generation may be strings or numbers.
+    Raises ValueError (text.BadText is one) for an event that names no
+    object this function could submit."""
     if not isinstance(data, dict):
         raise ValueError("event data is not an object")
     bucket, name = data.get("bucket"), data.get("name")
     if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
         raise ValueError("event data has no bucket or object name")
-    if not _BUCKET.match(bucket):
+    if not _BUCKET.fullmatch(bucket):
         raise ValueError("event data has no valid bucket name")
+    text.check(name, "the object name", MAX_NAME_BYTES, control=True)
     generation = data.get("generation")
     if (
         isinstance(generation, bool)
         or not isinstance(generation, (str, int))
+        or not str(generation).isascii()
         or not str(generation).isdigit()
+        or len(str(generation)) > 20
     ):
         raise ValueError("event data has no valid generation")
     size = data.get("size")
@@ -121,17 +131,33 @@ def parse(data: Any) -> StorageObject:
     except (TypeError, ValueError):
         size = None
     metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    created = None
-    if isinstance(data.get("timeCreated"), str):
-        try:
-            created = dt.datetime.fromisoformat(data["timeCreated"].replace("Z", "+00:00"))
-        except ValueError:
-            created = None
-    content_type = data.get("contentType") if isinstance(data.get("contentType"), str) else ""
+    created = _time(data.get("timeCreated"))
+    content_type = data.get("contentType")
+    if not isinstance(content_type, str) or not _storable(content_type, MAX_CONTENT_TYPE_BYTES):
+        content_type = ""  # read as missing
     return StorageObject(
         bucket, name, str(generation), size, content_type.split(";")[0].strip().lower(),
         {str(k): v for k, v in metadata.items() if isinstance(v, str)}, created,
     )  # fmt: skip
+
+
+def _time(value: Any) -> dt.datetime | None:
+    """An RFC 3339 time; one without an offset is read as UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+
+
+def _storable(value: str, max_bytes: int) -> bool:
+    try:
+        text.check(value, "value", max_bytes)
+    except text.BadText:
+        return False
+    return True
 
 
 def skip_reason(obj: StorageObject, cfg: Config) -> str | None:
@@ -349,6 +375,9 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
         marked = held.mark({"maybe_submitted_at": record.now()})
     except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
         failure = _classify(exc)
+        if failure.kind is Kind.PERMANENT:  # retrying cannot help: acknowledged
+            _finish_in_error(held, obj, failure)
+            return
         log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
         log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri,
             kind=str(failure.kind), fix=failure.fix)  # fmt: skip
@@ -361,8 +390,7 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
     except Exception as exc:  # noqa: BLE001 - every failure before acceptance is classified
         failure = _classify(exc)
         if failure.kind is Kind.PERMANENT:
-            held.finish({"status": lifecycle.ERROR, "error": failure.message})
-            logs.error(f"could not submit {obj.uri}: {failure.message}", object=obj.uri)
+            _finish_in_error(held, obj, failure)
             return
         log = logs.error if failure.kind is Kind.OPERATOR else logs.warning
         log(f"could not submit {obj.uri} yet: {failure.message}", object=obj.uri,
@@ -385,6 +413,14 @@ def _submit(cfg: Config, obj: StorageObject, held: lease.Lease, deadline: float)
     logs.info(f"submitted {obj.uri}", tid, object=obj.uri)
 
 
+def _finish_in_error(held: lease.Lease, obj: StorageObject, failure: Failure) -> None:
+    """The object cannot be submitted, ever: its claim ends in error and
+    the event is acknowledged."""
+    logs.error(f"could not submit {obj.uri}: {failure.message}", object=obj.uri)
+    with contextlib.suppress(Exception):  # if this fails, the lease expires: retried once more
+        held.finish({"status": lifecycle.ERROR, "error": failure.message})
+
+
 def _classify(exc: Exception) -> Failure:
     """Failures before AssemblyAI accepted the job, classified."""
     from google.api_core import exceptions
@@ -397,6 +433,8 @@ def _classify(exc: Exception) -> Failure:
         return exc.failure()
     if isinstance(exc, exceptions.NotFound):
         return Failure(Kind.PERMANENT, "the object no longer exists")
+    if isinstance(exc, inputs.InvalidRequest):  # what we would send AssemblyAI is refused
+        return Failure(Kind.PERMANENT, f"the submission is not valid: {_text(exc)}")
     if isinstance(exc, ValueError | TypeError):  # what the event names cannot be fetched
         return Failure(Kind.PERMANENT, f"the object cannot be read: {_text(exc)}")
     if isinstance(exc, exceptions.Forbidden | exceptions.Unauthorized):

@@ -26,6 +26,13 @@ speaker without); one whom identification did not name is "not
 identified" in the legend and shown as "Speaker C". The words' timings
 are not sent. The lines are bounded (MAX_PROMPT_CHARS): a longer meeting
 is cut at a turn and the document says up to when the model read it.
+
+Memory: the webhook holds a meeting's turns across its gateway call, up
+to 80 meetings at once on one instance (BENCHMARKS.md, "Memory under a
+burst"). So the transcript reader turns each utterance into a Said as it
+arrives (Sayings.said), and AssemblyAI's word objects are never kept: a
+word costs its token, its start and its text, each distinct string once
+in the meeting, the starts in an array.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import dataclasses
 import itertools
 import re
 import string
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,17 +80,56 @@ def is_label_name(name: str) -> bool:
     return name.startswith("Speaker ") and (name == "Speaker ?" or bool(_LABEL.fullmatch(name[8:])))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
+class Said:
+    """An utterance as the turns take it, its words read once. The
+    transcript reader makes these as the utterances arrive
+    (assemblyai.parse_transcript), so AssemblyAI's word objects are never
+    kept: a word costs a token, a start and its text, each distinct string
+    once in the meeting."""
+
+    speaker: Any  # as AssemblyAI gave it
+    start: int  # ms
+    end: int  # ms
+    text: str
+    tokens: list[str]
+    starts: list[int]
+    raw: list[str]
+
+
+class Sayings:
+    """A transcript's utterances, read one by one (said())."""
+
+    def __init__(self) -> None:
+        # Each distinct word and token once, however often it is said.
+        self.seen: dict[str, str] = {}
+
+    def said(self, u: Any) -> Said | None:
+        """The utterance, or None for one without a text or a start."""
+        try:
+            if not isinstance(u, dict) or not isinstance(u.get("text"), str):
+                return None
+            start = _int(u.get("start"))
+            if start is None:
+                return None
+            end = max(start, _int(u.get("end")) or start)
+            tokens, starts, raw = _words(u, start, end, self.seen)
+        except (AttributeError, TypeError, ValueError):
+            return None  # an odd utterance costs its own moments, never the meeting's
+        return Said(u.get("speaker"), start, end, u["text"], tokens, starts, raw)
+
+
+@dataclasses.dataclass(slots=True)
 class Turn:
-    """Consecutive utterances of one speaker."""
+    """Consecutive utterances of one speaker (slots: a turn costs its words,
+    not a dict of its own)."""
 
     speaker: str  # as the document shows it: a name, or "Speaker A"
     label: str | None  # AssemblyAI's label for the speaker, when known
     start: int  # ms
     end: int  # ms
-    texts: list[str]
     tokens: list[str]  # the words as compared
-    starts: list[int]  # ms, each token's word's start
+    starts: array  # ms, each token's word's start (array("q"))
     raw: list[str]  # each token's word as transcribed
     key: str = ""  # the speaker's letter in the prompt
     _vocabulary: set[str] | None = dataclasses.field(default=None, repr=False)
@@ -167,39 +214,45 @@ def _read(transcript: dict[str, Any], max_chars: int) -> Meeting:
     names = set(mapping.values())
     labels: dict[str, str] = {}
     turns: list[Turn] = []
+    texts: list[list[str]] = []  # each turn's utterances' texts, for the lines only
+    sayings = Sayings()
     utterances = transcript.get("utterances")
     for u in utterances if isinstance(utterances, list) else []:
-        if not isinstance(u, dict) or not isinstance(u.get("text"), str):
+        said = u if isinstance(u, Said) else sayings.said(u)
+        if said is None:
             continue
-        start = _int(u.get("start"))
-        if start is None:
-            continue
-        end = max(start, _int(u.get("end")) or start)
-        label, speaker = _speaker(u.get("speaker"), mapping, names, labels)
-        tokens, starts, raw = _words(u, start, end)
+        label, speaker = _speaker(said.speaker, mapping, names, labels)
+        speaker = sayings.seen.setdefault(speaker, speaker)
         last = turns[-1] if turns else None
         if (
             last is not None
             and last.speaker == speaker
-            and start - last.end <= MERGE_GAP_MS
-            and end - last.start <= MAX_TURN_MS
+            and said.start - last.end <= MERGE_GAP_MS
+            and said.end - last.start <= MAX_TURN_MS
         ):
-            last.end = max(last.end, end)
-            last.texts.append(u["text"])
-            last.tokens += tokens
-            last.starts += starts
-            last.raw += raw
+            last.end = max(last.end, said.end)
+            texts[-1].append(said.text)
+            last.tokens += said.tokens
+            last.starts.extend(said.starts)
+            last.raw += said.raw
         else:
-            turns.append(Turn(speaker, label, start, end, [u["text"]], tokens, starts, raw))
+            turns.append(Turn(speaker, label, said.start, said.end, list(said.tokens),
+                              array("q", said.starts), list(said.raw)))  # fmt: skip
+            texts.append([said.text])
     duration = _int(transcript.get("audio_duration"))
     duration_ms = duration * 1000 if duration else (turns[-1].end if turns else 0)
-    turns.sort(key=lambda t: t.start)
+    order = sorted(range(len(turns)), key=lambda i: turns[i].start)
+    turns, texts = [turns[i] for i in order], [texts[i] for i in order]
     _give_keys(turns, mapping, labels)
     meeting = Meeting(turns, mapping, labels, duration_ms)
     meeting.speakers = {t.speaker for t in turns}
-    meeting.starts = [t.start for t in turns]
-    meeting.longest_ms = max((t.end - t.start for t in turns), default=0)
-    meeting.lines, meeting.cut_note = _lines(meeting, max_chars)
+    # The texts end here: the lines hold them, and the turns their words.
+    meeting.lines, meeting.cut_note, read = _lines(meeting, texts, max_chars)
+    # A quote can only be what the model read; and a meeting longer than
+    # the prompt holds no more turns than fit in it, whatever its length.
+    del meeting.turns[read:]
+    meeting.starts = [t.start for t in meeting.turns]
+    meeting.longest_ms = max((t.end - t.start for t in meeting.turns), default=0)
     return meeting
 
 
@@ -253,9 +306,12 @@ def _give_keys(turns: list[Turn], mapping: dict[str, str], labels: dict[str, str
         turn.key = key
 
 
-def _words(u: dict[str, Any], start: int, end: int) -> tuple[list[str], list[int], list[str]]:
-    """The utterance's words as compared, their starts (ms) and their text.
-    Without usable word timings, the words of its text spread over it."""
+def _words(
+    u: dict[str, Any], start: int, end: int, seen: dict[str, str]
+) -> tuple[list[str], list[int], list[str]]:
+    """The utterance's words as compared, their starts (ms) and their text,
+    each string the one `seen` first. Without usable word timings, the
+    words of its text spread over it."""
     tokens: list[str] = []
     starts: list[int] = []
     raw: list[str] = []
@@ -267,18 +323,18 @@ def _words(u: dict[str, Any], start: int, end: int) -> tuple[list[str], list[int
             at = _int(w.get("start"))
             for piece in w["text"].split():
                 if t := token(piece):
-                    tokens.append(t)
+                    tokens.append(seen.setdefault(t, t))
                     starts.append(start if at is None else at)
-                    raw.append(piece)
+                    raw.append(seen.setdefault(piece, piece))
         if tokens:
             return tokens, starts, raw
     pieces = u["text"].split()
     span = max(end - start, 1)
     for i, piece in enumerate(pieces):
         if t := token(piece):
-            tokens.append(t)
+            tokens.append(seen.setdefault(t, t))
             starts.append(start + span * i // len(pieces))
-            raw.append(piece)
+            raw.append(seen.setdefault(piece, piece))
     return tokens, starts, raw
 
 
@@ -294,16 +350,17 @@ def _safe(text: str, keys: dict[str, str]) -> str:
     return " ".join(f"{w[:-1]} :" if w[-1:] == ":" and w[:-1] in keys else w for w in words)
 
 
-def _lines(meeting: Meeting, max_chars: int) -> tuple[str, str | None]:
-    """The transcript lines of the prompt, and a note when they were cut:
-    a legend line per speaker who speaks in them, then a line per minute."""
+def _lines(meeting: Meeting, texts: list[list[str]], max_chars: int) -> tuple[str, str | None, int]:
+    """The transcript lines of the prompt (each turn's `texts`), a note
+    when they were cut, and how many turns they hold: a legend line per
+    speaker who speaks in them, then a line per minute."""
     keys = {t.key: t.speaker for t in meeting.turns}
     legend: dict[str, str] = {}
     pieces: list[str] = []
     used = 0
     minute = None
     for i, turn in enumerate(meeting.turns):
-        text = _safe(" ".join(turn.texts), keys)
+        text = _safe(" ".join(texts[i]), keys)
         at = turn.start // 60_000
         piece = f"\n[{at}] {turn.key}: {text}" if at != minute else f" {turn.key}: {text}"
         new = turn.key not in legend
@@ -316,13 +373,13 @@ def _lines(meeting: Meeting, max_chars: int) -> tuple[str, str | None]:
                 f"{len(meeting.turns)} turns, up to [{clock(read_to)}] of "
                 f"[{clock(meeting.duration_ms // 1000)}]; nothing said after that is listed."
             )
-            return _joined(legend, pieces), note
+            return _joined(legend, pieces), note, i
         if new:
             legend[turn.key] = entry
         pieces.append(piece)
         used += cost
         minute = at
-    return _joined(legend, pieces), None
+    return _joined(legend, pieces), None, len(meeting.turns)
 
 
 def _joined(legend: dict[str, str], pieces: list[str]) -> str:

@@ -381,6 +381,21 @@ def test_an_upload_refused_before_acceptance_is_retried_and_submitted_once(produ
     assert len(product.aai.submitted) == 1
 
 
+def test_an_upload_that_can_never_be_submitted_is_acknowledged_not_retried(product, monkeypatch):
+    """A permanent failure before AssemblyAI is called (here a signed URL
+    longer than submit accepts) ends the upload in error: no retry loop."""
+    long_url = "https://signed.example/a?sig=" + "x" * inputs.MAX_URL_BYTES
+    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: long_url)
+    fn = product.client("transcribe_uploaded_audio", "cloudevent")
+    headers, body = to_binary(storage_event(generation="19"))
+    for _ in range(2):
+        assert fn.post("/", headers=headers, data=body).status_code == 200
+    key = uploads.claim_key(uploads.parse(storage_event(generation="19").get_data()))
+    upload = product.store.doc("meetings-uploads", key)
+    assert upload["status"] == "error" and "audio_url" in upload["error"], upload
+    assert product.aai.submitted == []
+
+
 # --- 6. deadlines ------------------------------------------------------------------------
 
 

@@ -182,6 +182,10 @@ def test_a_very_long_meeting_is_cut_at_a_turn_and_says_so():
     assert "too long for one prompt" in meeting.cut_note
     assert "of [30:00]" in meeting.cut_note
     assert moments.read(transcript_of("weekly-sync")).cut_note is None
+    # Only the turns the model read are kept: a quote can only come from them.
+    assert len(meeting.turns) == 4 and meeting.starts == [t.start for t in meeting.turns]
+    result, counts = checked(meeting, [item(said_at=None)])  # the budget quote, at 00:52
+    assert counts == {"found": 0, "moved": 0, "not_found": 1}
 
 
 # --- checking the model's moments: the truth --------------------------------------
@@ -228,7 +232,7 @@ def test_the_standin_reads_every_turn_at_its_minute():
     meeting = moments.read(transcript_of("planning-offsite"))
     read = rules.transcript_lines(ask(meeting)["messages"])
     assert [(r["at"], r["speaker"], r["text"]) for r in read] == [
-        (t.start // 60_000 * 60, t.speaker, " ".join(t.texts)) for t in meeting.turns
+        (t.start // 60_000 * 60, t.speaker, " ".join(t.raw)) for t in meeting.turns
     ]
 
 

@@ -10,6 +10,8 @@ import time
 import requests
 from conftest import process_logs, upload_sample, wait_for_document, wait_until
 
+from local import stack as local_stack
+
 
 def submit_sample(stack, functions, **body) -> dict:
     answer = functions.submit_json({"audio_url": upload_sample(stack), **body})
@@ -301,3 +303,37 @@ def test_assemblyai_refusing_the_job_is_a_502_with_its_message(stack, functions,
     standin.fault(target="transcript_create", kind="status", status=503, times=-1)
     answer = functions.submit_json({"audio_url": "https://example.com/a.mp3"})
     assert answer.status_code == 503 and answer.headers["Retry-After"]
+
+
+def test_firestore_failing_after_assemblyai_accepted_is_a_202_not_a_retry(
+    stack, functions, standin, db
+):
+    """A submit whose Firestore is unreachable (a dead port) while the
+    webhook's is up: AssemblyAI accepted the job, so the caller gets 202 and
+    no Retry-After (a resubmit would be a second, paid transcript), and the
+    webhook writes the meeting's document from AssemblyAI's record and the
+    webhook URL's hints."""
+    dead = f"127.0.0.1:{local_stack.free_port()}"
+    env = dict(functions.env, FIRESTORE_EMULATOR_HOST=dead)
+    submit = stack.start_function("submit_transcription", env, name="submit-firestore-dead")
+    try:
+        since = time.time()
+        body = {"audio_url": upload_sample(stack), "metadata": {"team": "platform"},
+                "answer_format": "a numbered list"}  # fmt: skip
+        answer = requests.post(submit.url, json=body, timeout=60)
+    finally:
+        submit.stop()
+    assert answer.status_code == 202, answer.text
+    assert "Retry-After" not in answer.headers
+    accepted = answer.json()
+    tid = accepted["transcript_id"]
+    assert accepted["recorded"] is False and "when the transcript is ready" in accepted["note"]
+    assert accepted["document"] == f"meetings/{tid}"
+    created = [r for r in standin.requests() if r["path"] == "/v2/transcript" and r["at"] >= since]
+    assert len(created) == 1, "one transcript"
+    doc = wait_for_document(db, accepted["document"])
+    assert doc["status"] == "completed", doc.get("error")
+    assert doc["metadata"] == {"team": "platform"}
+    assert doc["options"]["answer_format"] == "a numbered list"
+    assert doc["source"]["audio_url"] == body["audio_url"]
+    assert gateway_successes(standin, tid) == 1

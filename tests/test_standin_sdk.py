@@ -189,6 +189,36 @@ def test_without_speaker_labels_there_are_words_but_no_utterances(sdk, stack):
         check_against_spec(*answer)
 
 
+def test_long_meetings_parse_with_the_sdk(sdk, stack, standin):
+    """--meeting-hours (bench/memory.py): the sample said again and again
+    at 150 words a minute, in AssemblyAI's full shape, for the SDK too."""
+    client, recorder = sdk
+    standin.configure(meeting_hours=0.1)
+    try:
+        config = aai.TranscriptionConfig(
+            speaker_labels=True,
+            speech_understanding=speaker_identification(speaker_type="name"),
+        )
+        transcript = aai.Transcriber(client=client).transcribe(
+            stack.upload_sample("weekly-sync"), config
+        )
+    finally:
+        standin.configure(meeting_hours=0)
+    assert transcript.status == aai.TranscriptStatus.completed, transcript.error
+    # Six minutes, the last utterance said to its end: 150 words a minute.
+    assert 360 <= transcript.audio_duration < 370
+    assert len(transcript.words) == sum(len(u.words) for u in transcript.utterances)
+    assert abs(len(transcript.words) - transcript.audio_duration * 150 / 60) <= 2
+    said = [u["text"] for u in sample("weekly-sync")["utterances"]]
+    assert [u.text for u in transcript.utterances][: len(said) + 1] == [*said, said[0]]
+    assert {u.speaker for u in transcript.utterances} == {"Dana", "Lena", "Priya", "Marcus"}
+    assert all(
+        a.end <= b.start for a, b in zip(transcript.words, transcript.words[1:], strict=False)
+    )
+    for answer in recorder.answers:
+        check_against_spec(*answer)
+
+
 def test_speaker_identification_needs_speaker_labels(stack):
     body = {
         "audio_url": stack.upload_sample("weekly-sync"),

@@ -40,3 +40,10 @@ def test_storable_replaces_lone_surrogates_and_cuts_on_a_character_boundary():
 def test_deep_storable_reaches_keys_and_nested_values():
     value = {"k\ud800": ["v\udc00", {"n": 1, "s": "\ud83d"}]}
     assert text.deep_storable(value) == {"k\ufffd": ["v\ufffd", {"n": 1, "s": "\ufffd"}]}
+
+
+def test_stored_size_counts_as_firestore_does():
+    # A string is its UTF-8 bytes + 1; a map its keys (bytes + 1) and values.
+    assert text.stored_size("日本") == 7
+    assert text.stored_size({"ab": "c", "n": 5, "z": None, "t": True}) == 5 + 10 + 3 + 3
+    assert text.stored_size([1, 2.5, "x"]) == 8 + 8 + 2

@@ -71,6 +71,12 @@ class Settings:
     # > 0: transcriptions wait for POST /_standin/release, so a burst of
     # meetings completes at one moment.
     hold: float = 0.0
+    # > 0: every transcript is a meeting this many hours long, its sample
+    # said again and again at 150 words a minute (transcripts.lengthened),
+    # with words at the top level and in every utterance, as AssemblyAI
+    # returns them. Transcripts of the same sample and names share their
+    # words in the stand-in's memory.
+    meeting_hours: float = 0.0
 
 
 def _json(body: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -159,6 +165,7 @@ class StandIn:
         spec.transcript_params()
         spec.gateway_request()
         self.lock = threading.Lock()
+        self.making = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
@@ -170,6 +177,9 @@ class StandIn:
             self.gateway_success: dict[str, int] = defaultdict(int)
             self.windows: dict[str, deque] = defaultdict(deque)
             self.released = threading.Event()
+            # (sample, hours, labels, mapping) -> (the long sample, its segments,
+            # its transcript fields), for meeting_hours.
+            self.long: dict[tuple, tuple[dict, list[dict], dict]] = {}
 
     # --- plumbing ---------------------------------------------------------
 
@@ -488,7 +498,7 @@ class StandIn:
             asked = (t.get("speech_understanding") or {}).get("request") or {}
             identification = asked.get("speaker_identification")
             mapping = transcripts.identify(sample, identification) if identification else {}
-            segments = transcripts.segments(sample, labels, mapping)
+            sample, segments, fields = self.transcribed(sample, labels, mapping)
             internal["segments"] = segments
             if identification:
                 t["speech_understanding"]["response"] = {
@@ -496,7 +506,7 @@ class StandIn:
                 }
             t.update(
                 status="completed",
-                **transcripts.transcript_fields(segments, labels),
+                **fields,
                 audio_duration=sample["audio_duration"],
                 language_code=t["language_code"] or sample.get("language_code", "en_us"),
                 speech_model_used=(t["speech_models"] or ["universal-3-pro"])[0],
@@ -516,6 +526,25 @@ class StandIn:
             t.update(status="error", error=str(exc))
         if t["webhook_url"]:
             self.deliver_with_policy(tid)
+
+    def transcribed(
+        self, sample: dict, labels: bool, mapping: dict[str, str]
+    ) -> tuple[dict, list[dict], dict]:
+        """The sample as transcribed (lengthened to meeting_hours, if set):
+        the sample, its segments and the transcript's text, words,
+        utterances and confidence. Long ones are made once and shared
+        (nothing changes them once made)."""
+        hours = self.settings.meeting_hours
+        if hours <= 0:
+            segments = transcripts.segments(sample, labels, mapping)
+            return sample, segments, transcripts.transcript_fields(segments, labels)
+        key = (sample["name"], hours, labels, tuple(sorted(mapping.items())))
+        with self.making:  # once, however many transcriptions finish together
+            if key not in self.long:
+                long = transcripts.lengthened(sample, hours * 3600)
+                segments = transcripts.segments(long, labels, mapping)
+                self.long[key] = (long, segments, transcripts.transcript_fields(segments, labels))
+            return self.long[key]
 
     # --- webhook delivery ---------------------------------------------------
 
