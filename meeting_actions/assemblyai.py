@@ -26,6 +26,8 @@ from .config import Config
 TRANSCRIPT_FIELDS = frozenset({
     "id", "status", "error", "audio_url", "audio_duration", "language_code", "speech_models",
     "speaker_labels", "speech_understanding", "utterances",
+    # What was redacted (privacy.py): text only, so the utterances are checked.
+    "redact_pii", "redact_pii_policies", "redact_pii_sub",
 })  # fmt: skip
 # Characters of the transcript's `text` kept: the prompt never needs it (the
 # gateway substitutes it itself), only whether it is empty or deleted.

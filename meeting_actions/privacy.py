@@ -172,7 +172,10 @@ def for_prompt(transcript: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def _aligned(utterances: list[Any], text: str) -> list[dict[str, Any]] | None:
     """The utterances with text's redactions, or None when they differ
-    from text in anything but redactions."""
+    from text in anything but redactions, or cannot be compared: the
+    webhook's transcript read keeps only the start of `text` and each
+    utterance as a utterances.Said (assemblyai.parse_transcript), so there
+    the placeholder prompt is used."""
     tokens: list[str] = []
     owner: list[int] = []
     for i, u in enumerate(utterances):
