@@ -1027,10 +1027,12 @@ webhook_secrets="$S_KEY,$S_HOOK,$S_NOTIFY"
 # lock is the X-Webhook-Secret header. 80 requests per instance on 80
 # threads: most of a delivery is waiting on the gateway. 540 s covers the
 # longest gateway call; the code derives its claim (timeout + 60 s) and its
-# deadlines from FUNCTION_TIMEOUT_SECONDS.
+# deadlines from FUNCTION_TIMEOUT_SECONDS. 1 GiB / 80 = 12.8 MiB per meeting
+# in flight; a 10-hour meeting holds about 7 (BENCHMARKS.md, "Memory under
+# a burst": 80 ten-hour meetings at once peaked at 686 MiB).
 deploy_function "$FN_WEBHOOK" assemblyai_webhook "$WEBHOOK_SA" 540 "$webhook_secrets" \
   THREADS=80 -- \
-  --trigger-http --allow-unauthenticated --memory=512Mi --cpu=1 --concurrency=80 --max-instances=10
+  --trigger-http --allow-unauthenticated --memory=1Gi --cpu=1 --concurrency=80 --max-instances=10
 WEBHOOK_URL=$(function_url "$FN_WEBHOOK")
 
 submit_access=--no-allow-unauthenticated

@@ -203,7 +203,7 @@ def claim(
                 data = body
             else:
                 new_version = record.store().update(collection, doc_id, stamped, version)
-                data = {**data, **fields}
+                data = {k: v for k, v in {**data, **fields}.items() if v is not record.DELETE_FIELD}
         except record.LostRace:
             continue
         return Lease(collection, doc_id, field, data, new_version)

@@ -44,6 +44,8 @@ PATIENT = {
 LostRace = (exceptions.FailedPrecondition, exceptions.AlreadyExists, exceptions.NotFound)
 Unavailable = (exceptions.GoogleAPICallError, exceptions.RetryError)
 SERVER_TIMESTAMP = firestore.SERVER_TIMESTAMP
+# A field set to this in an update is removed from the document.
+DELETE_FIELD = firestore.DELETE_FIELD
 
 
 class Store(Protocol):

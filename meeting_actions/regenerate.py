@@ -145,7 +145,7 @@ def run(cfg: Config, transcript_id: str, deadline: float) -> Result:
     def on_claim(data: dict[str, Any] | None) -> dict[str, Any]:
         return {
             "status": lifecycle.GENERATING,
-            "regenerate": False,
+            "regenerate": record.DELETE_FIELD,  # the request is taken: no flag left
             "regenerate_note": None,
             "regenerated_at": record.SERVER_TIMESTAMP,
             "history": history_with(data or {}),
@@ -219,7 +219,7 @@ def _refuse_regeneration(cfg: Config, tid: str, reason: str) -> None:
         if not data or (data.get(FLAG) is False or data.get(FLAG) is None):
             return
         try:
-            record.update(cfg, tid, {FLAG: False, "regenerate_note": reason},
+            record.update(cfg, tid, {FLAG: record.DELETE_FIELD, "regenerate_note": reason},
                           if_unchanged_since=version)  # fmt: skip
         except record.LostRace:
             continue

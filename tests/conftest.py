@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -115,21 +116,37 @@ def upload_sample(stack: local_stack.Stack, name: str = "weekly-sync") -> str:
 
 
 def wait_for_document(db, path: str, statuses=("completed", "error"), timeout: float = 60) -> dict:
-    """Wait on a Firestore listener until the document reaches a status."""
+    """Wait on a Firestore listener until the document reaches a status.
+
+    Under heavy load the emulator's listener was seen to miss a final
+    update (2 runs in 10; the write itself was in the emulator), so every
+    5 s without news the document is also read once: a wait on the
+    condition either way, and a test never fails for a listener's lapse.
+    """
     reached = threading.Event()
     latest: dict = {}
+
+    def seen(data: dict | None) -> None:
+        if data is not None:
+            latest.clear()
+            latest.update(data)
+            if latest.get("status") in statuses:
+                reached.set()
 
     def on_snapshot(snapshots, _changes, _read_time):
         for snap in snapshots:
             if snap.exists:
-                latest.clear()
-                latest.update(snap.to_dict())
-                if latest.get("status") in statuses:
-                    reached.set()
+                seen(snap.to_dict())
 
-    watch = db.document(path).on_snapshot(on_snapshot)
+    ref = db.document(path)
+    watch = ref.on_snapshot(on_snapshot)
+    deadline = time.monotonic() + timeout
     try:
-        assert reached.wait(timeout), f"{path} stayed {latest.get('status')!r} for {timeout} s"
+        while not reached.wait(min(5.0, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+            seen(ref.get().to_dict())
+        assert reached.is_set(), f"{path} stayed {latest.get('status')!r} for {timeout} s"
     finally:
         watch.unsubscribe()
     return dict(latest)

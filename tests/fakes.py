@@ -47,7 +47,9 @@ class MemoryStore:
     @staticmethod
     def _resolve(fields: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
         return {
-            k: (at if v is record.SERVER_TIMESTAMP else copy.deepcopy(v)) for k, v in fields.items()
+            k: (at if v is record.SERVER_TIMESTAMP else copy.deepcopy(v))
+            for k, v in fields.items()
+            if v is not record.DELETE_FIELD
         }
 
     def get(self, collection: str, doc_id: str) -> tuple[dict[str, Any] | None, Any]:
@@ -79,7 +81,8 @@ class MemoryStore:
             if if_version is not None and if_version != current:
                 raise exceptions.FailedPrecondition("the document changed since it was read")
             version = self._version()
-            self.docs[collection, doc_id] = ({**data, **self._resolve(fields, version)}, version)
+            kept = {k: v for k, v in data.items() if fields.get(k) is not record.DELETE_FIELD}
+            self.docs[collection, doc_id] = ({**kept, **self._resolve(fields, version)}, version)
             self.writes += 1
             return version
 
