@@ -105,13 +105,13 @@ def test_a_failed_deletion_is_retried_by_the_sweep(forgetting, standin, db):
         lambda: (
             (d := forgetting.doc(db, tid)).get("transcript_deletion", {}).get("last_error") and d
         ),
-        20,
+        60,
         "the failed deletion to be recorded",
     )
-    assert not doc.get("transcript_deleted_at") and doc["sweep_at"]
+    assert not doc.get("transcript_deleted_at") and doc["sweep_at"], doc.get("transcript_deletion")
     wait_until(lambda: forgetting.sweep() and forgetting.doc(db, tid).get("transcript_deleted_at"),
-               20, "the sweep to delete the transcript")  # fmt: skip
-    assert [r["status"] for r in _deletes(standin, tid)] == [503, 200]
+               60, "the sweep to delete the transcript")  # fmt: skip
+    assert [r["status"] for r in _deletes(standin, tid)] == [503, 200], _deletes(standin, tid)
     forgetting.sweep()
     assert len(_deletes(standin, tid)) == 2
 
