@@ -69,10 +69,13 @@ def quarter_tokens(text: str) -> int:
 
 
 def _sentences() -> list[tuple[str, str]]:
-    """(label, sentence) of every sample utterance, in order, relabelled onto A-D."""
+    """(label, sentence) of every English sample utterance, in order, relabelled
+    onto A-D (the token figures are English speech's, as before)."""
     out = []
     for path in sorted(SAMPLES.glob("*.json")):
         sample = json.loads(path.read_text())
+        if not sample.get("language_code", "en").startswith("en"):
+            continue
         for u in sample["utterances"]:
             for sentence in re.findall(r"[^.!?]+[.!?]?", u["text"]):
                 if sentence.strip():
@@ -173,7 +176,8 @@ def attribution() -> list[dict]:
                     right += 1
                     left.remove(hit)
             rows.append({"sample": path.stem, "identified": identified, "right": right,
-                         "total": len(truth), "quotes": counts})  # fmt: skip
+                         "total": len(truth), "quotes": counts,
+                         "language": sample.get("language_code", "en_us")})  # fmt: skip
     return rows
 
 
@@ -361,15 +365,19 @@ def main() -> None:
     accuracy = attribution()
     print("\nAttribution accuracy (the stand-in's answers, checked; owner right, said_at <= 10 s)")
     for a in accuracy:
-        print(f"  {a['sample']:>16}, {'identified' if a['identified'] else 'labels only':>11}: "
+        print(f"  {a['sample']:>19} ({a['language']:>5}), "
+              f"{'identified' if a['identified'] else 'labels only':>11}: "
               f"{a['right']}/{a['total']}; quotes {a['quotes']}")  # fmt: skip
+    english = {a["language"] for a in accuracy if a["language"].startswith("en")}
+    groups = [("English", english)] + [(c, {c}) for c in sorted({a["language"] for a in accuracy}
+                                                             - english)]  # fmt: skip
     for identified in (True, False):
-        got = [a for a in accuracy if a["identified"] == identified]
-        right, total = sum(a["right"] for a in got), sum(a["total"] for a in got)
-        print(
-            f"  {'all, ' + ('identified' if identified else 'labels only'):>29}: "
-            f"{right}/{total} = {right / total:.0%}"
-        )
+        for label, codes in [("all", None), *groups]:
+            got = [a for a in accuracy if a["identified"] == identified
+                   and (codes is None or a["language"] in codes)]  # fmt: skip
+            right, total = sum(a["right"] for a in got), sum(a["total"] for a in got)
+            kind = "identified" if identified else "labels only"
+            print(f"  {label + ', ' + kind:>29}: {right}/{total} = {right / total:.0%}")
 
     repeats = attribution_in_repeats(1.0)
     print("  in a synthetic hour (every sentence said again every few minutes), to the right turn:")

@@ -67,7 +67,7 @@ List the meeting's action items.
 - "owner": the person responsible, by name as said in the meeting, or null if no one was named.
 - "due": when it is due, in the meeting's own words (for example "Friday"), or null if no time was said.
 - "formatted": the same items as readable text, written as {answer_format}.
-If there are no action items, return an empty list and say so in "formatted"."""
+If there are no action items, return an empty list and say so in "formatted".{language}"""
 
 
 def _answer_schema(item: dict[str, Any], formatted: bool) -> dict[str, Any]:
@@ -117,12 +117,19 @@ List the meeting's action items. For each:
 - "text": the task, starting with a verb.
 - "owner": who is responsible, by name, or null. "owner_source": "spoken" if their name is said for it, "speaker" if the speaker took it on, "inferred" if you worked it out otherwise.
 - "due": when it is due, in the meeting's own words, or null.
-If there are no action items, return an empty list."""
+If there are no action items, return an empty list.{language}"""
 
 # Said when some speakers are not identified (no names were given to identify them).
 LABELS_NOTE = (
     " Give a speaker who is not identified by letter, or by the name the meeting makes"
     ' clear, marked "inferred".'
+)
+
+# The items' language, by name ("Spanish"): the meeting's, or the one asked for.
+LANGUAGE_NOTE = "\nWrite every item's text{due} in {language}."
+MOMENTS_LANGUAGE_NOTE = (
+    '\nWrite "text" and "due" in {language}; "quote" stays exactly as said, in the meeting\'s'
+    " own language."
 )
 
 OWNER_SOURCES = ("spoken", "speaker", "inferred")
@@ -149,6 +156,7 @@ def request_body(
     max_tokens: int,
     transcript_lines: str | None = None,
     labels: bool = False,
+    language: str | None = None,
 ) -> dict[str, Any]:
     """The chat-completions body asking for one meeting's action items.
 
@@ -157,17 +165,22 @@ def request_body(
     the gateway substitutes the transcript's text for the placeholder.
     `labels`: some speakers are not identified by name. The transcript id
     is sent either way: the gateway ties the request to the transcript
-    with it.
+    with it. `language`: the items' language in words ("Spanish").
     """
     if transcript_lines is not None:
         user = MOMENTS_USER_PROMPT.format(
-            labels=LABELS_NOTE if labels else "", lines=transcript_lines
+            labels=LABELS_NOTE if labels else "",
+            lines=transcript_lines,
+            language=MOMENTS_LANGUAGE_NOTE.format(language=language) if language else "",
         )
         schema = MOMENTS_SCHEMA
     else:
         # Strip braces so a caller's answer_format cannot add a second placeholder.
         answer_format = answer_format.replace("{", "").replace("}", "")
-        user = USER_PROMPT.format(placeholder=PLACEHOLDER, answer_format=answer_format)
+        note = LANGUAGE_NOTE.format(due=', its "due" and "formatted"', language=language)
+        user = USER_PROMPT.format(
+            placeholder=PLACEHOLDER, answer_format=answer_format, language=note if language else ""
+        )
         schema = SCHEMA
     return {
         "model": model,
@@ -287,37 +300,44 @@ def clock(seconds: int) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def render(items: list[dict[str, Any]], answer_format: str | None = None) -> str:
+def render(
+    items: list[dict[str, Any]], answer_format: str | None = None, language: str | None = None
+) -> str:
     """The readable list: one `[12:34] Priya: task (due Friday)` line per item
     when the items have moments (numbered when the answer_format asks for
     numbers), else bullet points (for when the model gave no
-    readable list of its own)."""
+    readable list of its own). Its few words ("due") are in `language`
+    (a code) where languages.py knows them."""
+    from .languages import words
+
+    said = words(language)
     if not items:
-        return "No action items."
+        return said["none"]
     if any("said_at" in item for item in items):
         numbered = "number" in (answer_format or "").lower()
         return "\n".join(
-            (f"{i}. " if numbered else "") + _moment_line(item) for i, item in enumerate(items, 1)
+            (f"{i}. " if numbered else "") + _moment_line(item, said)
+            for i, item in enumerate(items, 1)
         )
     lines = []
     for item in items:
         extra = ", ".join(
-            v for v in (item.get("owner"), item.get("due") and f"due {item['due']}") if v
+            v for v in (item.get("owner"), item.get("due") and said["due"].format(item["due"])) if v
         )
         lines.append(f"- {item['text']}" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
 
 
-def _moment_line(item: dict[str, Any]) -> str:
+def _moment_line(item: dict[str, Any], said: dict[str, str]) -> str:
     parts = []
     at = item.get("said_at")
     if isinstance(at, int) and not isinstance(at, bool) and at >= 0:
         parts.append(f"[{clock(at)}]")
     if item.get("owner"):
-        inferred = " (inferred)" if item.get("owner_source") == "inferred" else ""
+        inferred = f" ({said['inferred']})" if item.get("owner_source") == "inferred" else ""
         parts.append(f"{item['owner']}{inferred}:")
     parts.append(item["text"])
-    due = f" (due {item['due']})" if item.get("due") else ""
+    due = f" ({said['due'].format(item['due'])})" if item.get("due") else ""
     return " ".join(parts) + due
 
 

@@ -24,7 +24,8 @@ from .config import Config
 # utterances.py): every other field, the top-level `words` and `text`
 # first (over half of the JSON), is skipped as it is parsed, never kept.
 TRANSCRIPT_FIELDS = frozenset({
-    "id", "status", "error", "audio_url", "audio_duration", "language_code", "speech_models",
+    "id", "status", "error", "audio_url", "audio_duration", "language_code",
+    "language_confidence", "speech_models",
     "speaker_labels", "speech_understanding", "utterances",
     # What was redacted (privacy.py): text only, so the utterances are checked.
     "redact_pii", "redact_pii_policies", "redact_pii_sub",

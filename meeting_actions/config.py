@@ -90,6 +90,12 @@ class Config:
     redact_pii: bool = False
     redact_pii_policies: tuple[str, ...] = ()
     redact_pii_sub: str | None = None
+    # The meeting's language (languages.py), for a submission that says
+    # nothing of it: detection's expected languages and confidence
+    # threshold, and the language items are written in (None: the meeting's).
+    expected_languages: tuple[str, ...] | None = None
+    language_confidence_threshold: float | None = None
+    items_language: str | None = None
 
     def require(self, *names: str) -> None:
         """Raise ConfigError naming every listed setting that is empty."""
@@ -125,6 +131,33 @@ def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _languages(env: dict[str, str]) -> dict:
+    from . import languages
+
+    raw = env.get("EXPECTED_LANGUAGES", "").strip()
+    expected = [c.strip() for c in raw.split(",") if c.strip()]
+    if expected and languages.codes_list(expected) is None:
+        raise ConfigError(
+            f"EXPECTED_LANGUAGES must be comma-separated language codes AssemblyAI documents "
+            f"(such as en,es), got {raw!r}"
+        )
+    limit_raw = env.get("LANGUAGE_CONFIDENCE_THRESHOLD", "").strip()
+    try:
+        limit = languages.threshold(float(limit_raw)) if limit_raw else None
+    except ValueError:
+        limit = None
+    if limit_raw and limit is None:
+        raise ConfigError(f"LANGUAGE_CONFIDENCE_THRESHOLD must be from 0 to 1, got {limit_raw!r}")
+    items = env.get("ITEMS_LANGUAGE", "").strip() or None
+    if items and not languages.is_code(items):
+        raise ConfigError(f"ITEMS_LANGUAGE must be a language code such as en or es, got {items!r}")
+    return {
+        "expected_languages": languages.codes_list(expected) if expected else None,
+        "language_confidence_threshold": limit,
+        "items_language": items,
+    }
 
 
 def from_env(env: dict[str, str]) -> Config:
@@ -170,6 +203,7 @@ def from_env(env: dict[str, str]) -> Config:
         notify_signing_secret=env.get("NOTIFY_SIGNING_SECRET", "").strip(),
         notify_allow_local=env.get("NOTIFY_ALLOW_LOCAL", "").strip().lower() in ("1", "true"),
         **_privacy(env),
+        **_languages(env),
     )
 
 

@@ -13,6 +13,7 @@ from . import (
     action_items,
     assemblyai,
     console,
+    languages,
     lease,
     lifecycle,
     logs,
@@ -62,7 +63,7 @@ def transcript_facts(transcript: dict[str, Any]) -> dict[str, Any]:
     """What the document keeps of the transcript itself, in every final state."""
     return {
         "audio_duration": transcript.get("audio_duration"),
-        "language_code": transcript.get("language_code"),
+        **languages.facts(transcript),
     }
 
 
@@ -195,9 +196,11 @@ def _generate(
     # sweep.check_queued) also hold, so none keeps them through the call.
     transcript.pop("utterances", None)
     model = asked.llm_model or cfg.llm_model
+    items_language = languages.items_language(held.data, hints.items_language, transcript)
     body = action_items.request_body(
         tid, model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
+        languages.name(items_language),
     )  # fmt: skip
     meeting.lines = ""  # the body's prompt holds them now
     asked_at = time.monotonic()
@@ -230,8 +233,9 @@ def _generate(
     # From here on the answer is paid for: whatever fails is poison.
     try:
         fields = _result_fields(
-            cfg, answer, facts, meeting, console.source(held.data), model, answer_format
-        )
+            cfg, answer, facts, meeting, console.source(held.data), model, answer_format,
+            items_language,
+        )  # fmt: skip
         if held.data.get("error"):  # a retry after an earlier failure: clear it
             fields.update(error=None, error_stage=None)
         if notes:
@@ -264,6 +268,7 @@ def _result_fields(
     source: Any = None,
     requested: str | None = None,
     answer_format: str | None = None,
+    items_language: str | None = None,
 ) -> dict[str, Any]:
     """The document's fields from a gateway answer; raises on an unusable one.
 
@@ -280,7 +285,7 @@ def _result_fields(
     )
     quotes = None
     if meeting is not None and with_moments:
-        result, quotes = moments.checked(result, meeting, source, answer_format)
+        result, quotes = moments.checked(result, meeting, source, answer_format, items_language)
         if meeting.cut_note:
             result.note = f"{result.note} {meeting.cut_note}" if result.note else meeting.cut_note
     usage = answer.get("usage")

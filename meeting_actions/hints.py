@@ -11,7 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from . import inputs, text
+from . import inputs, languages, text
 from .config import Config
 
 
@@ -28,6 +28,8 @@ class Hints:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     source: dict[str, Any] | None = None
     notify_url: str | None = None
+    # The language the items are written in, when not the meeting's.
+    items_language: str | None = None
 
 
 def webhook_url(cfg: Config, hints: Hints) -> str:
@@ -36,6 +38,8 @@ def webhook_url(cfg: Config, hints: Hints) -> str:
         params.append(("answer_format", hints.answer_format))
     if hints.notify_url:
         params.append(("notify", hints.notify_url))
+    if hints.items_language:
+        params.append(("items_language", hints.items_language))
     params += [(f"meta.{k}", v) for k, v in sorted(hints.metadata.items())]
     for key, value in (hints.source or {}).items():
         if key != "kind" and value is not None:
@@ -90,7 +94,9 @@ def from_query(args: Mapping[str, str]) -> Hints:
         notify_to = inputs.notify_url(args.get("notify") or None, True)
     except inputs.InvalidRequest:
         notify_to = None
+    items_language = args.get("items_language")
     return Hints(
+        items_language=items_language if languages.is_code(items_language) else None,
         notify_url=notify_to,
         answer_format=fmt,
         metadata=meta,

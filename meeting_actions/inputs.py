@@ -14,7 +14,8 @@ from typing import Any
 
 import flask
 
-from . import text
+from . import languages, text
+from .languages import FIELDS as LANGUAGE_FIELDS
 
 # Every cap on text is in UTF-8 bytes, as Firestore and URLs count it; every
 # string is read through text.check (no lone surrogates, no control
@@ -32,7 +33,6 @@ MAX_SPEAKERS = 20
 MAX_SPEAKER_NAME = 35
 MAX_SPEAKER_DESCRIPTION = 200
 _METADATA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,4})?")
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 # AssemblyAI ids are UUIDs; allow any plain token that is safe as a
 # Firestore document id (no "/", not "." or "..").
@@ -104,6 +104,11 @@ class Submission:
     redact_pii: bool | None = None
     redact_pii_policies: tuple[str, ...] | None = None
     redact_pii_sub: str | None = None
+    # The meeting's language (languages.py): detection options when no
+    # language_code is given, and the language the items are written in.
+    expected_languages: tuple[str, ...] | None = None
+    language_confidence_threshold: float | None = None
+    items_language: str | None = None
 
 
 SUBMIT_FIELDS = (
@@ -118,6 +123,7 @@ SUBMIT_FIELDS = (
     "redact_pii",
     "redact_pii_policies",
     "redact_pii_sub",
+    *LANGUAGE_FIELDS,
 )
 
 
@@ -148,9 +154,7 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
     sub = Submission(
         audio_url=audio_url(body.get("audio_url")),
         speech_models=_speech_models(body.get("speech_models")),
-        language_code=_optional_str(
-            body, "language_code", _LANGUAGE, "a language code such as en_us"
-        ),
+        **_languages(body),
         speaker_labels=_optional_bool(body, "speaker_labels"),
         speakers=speakers(body.get("speakers")),
         answer_format=answer_format(body.get("answer_format")),
@@ -158,6 +162,13 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
         notify_url=notify_url(body.get("notify_url"), allow_local_notify),
         **_redaction(body),
     )
+    if sub.language_code and (sub.expected_languages or sub.language_confidence_threshold):
+        field = "expected_languages" if sub.expected_languages else "language_confidence_threshold"
+        raise InvalidRequest(
+            f"{field} is for language detection, which a language_code turns off: "
+            "send one or the other",
+            field=field,
+        )
     if sub.speakers and sub.speaker_labels is False:
         raise InvalidRequest(
             "speakers needs speaker_labels: AssemblyAI names speakers only with speaker "
@@ -182,6 +193,13 @@ def _redaction(body: dict) -> dict[str, Any]:
         "redact_pii_policies": tuple(policies) if policies is not None else None,
         "redact_pii_sub": sub,
     }
+
+
+def _languages(body: dict) -> dict[str, Any]:
+    try:
+        return languages.of_body(body)
+    except languages.Refused as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
 
 
 def notify_url(value: Any, allow_local: bool) -> str | None:

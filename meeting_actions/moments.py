@@ -3,7 +3,8 @@ against the utterances read (utterances.py reads them and writes the
 prompt's lines), and links to those moments.
 
 The model's answer is never trusted for a moment. Each item's `quote` is
-looked up in the turns (a fuzzy, in-order match of its words): first in
+looked up in the turns (a fuzzy, in-order match of its words, or of
+its characters in a script written without spaces: tokens.py): first in
 the turns within NEAR_SECONDS of the time the model gave (the prompt's
 lines give the minute a turn starts in, so the model's time is at most a
 minute early), then in the whole meeting. A match gives the item its real
@@ -22,7 +23,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from . import action_items
+from . import action_items, tokens
 from .action_items import storable
 from .utterances import Meeting, Turn, is_label_name, read, words_of
 
@@ -65,7 +66,8 @@ class Match:
 
     @property
     def quote(self) -> str:
-        return " ".join(self.turn.raw[self.first : self.last + 1])
+        span = slice(self.first, self.last + 1)
+        return tokens.joined(self.turn.raw[span], self.turn.tokens[span])
 
 
 def _align(turn: Turn, quote: list[str]) -> tuple[float, int, int] | None:
@@ -246,12 +248,13 @@ def checked(
     meeting: Meeting,
     source: Any,
     answer_format: str | None = None,
+    language: str | None = None,
 ) -> tuple[action_items.ActionItems, dict[str, int]]:
     """A parsed answer with its moments checked, its readable list written
-    from them (numbered if `answer_format` asks for numbers), and capped as
-    every answer is."""
+    from them (numbered if `answer_format` asks for numbers, its words in
+    `language`, a code), and capped as every answer is."""
     result.items, counts = check(result.items, meeting, source)
-    result.text = action_items.render(result.items, answer_format)
+    result.text = action_items.render(result.items, answer_format, language)
     return action_items.capped(result), counts
 
 

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import action_items, assemblyai, inputs, lifecycle, logs, privacy, record, retention
+from . import (
+    action_items,
+    assemblyai,
+    inputs,
+    languages,
+    lifecycle,
+    logs,
+    privacy,
+    record,
+    retention,
+)
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .hints import Hints, webhook_url
 from .lifecycle import Done, Failure, Kind, Refused, Result
@@ -23,6 +33,28 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
         "speakers": [s.name for s in sub.speakers] or None,
         "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
         **redaction_of(sub, cfg),
+        **language_options(sub, cfg),
+    }
+
+
+def language_options(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
+    """The language as asked: the caller's code wins; else detection, with
+    the caller's options or the environment's. Items in items_language,
+    else (None) the meeting's."""
+    detect = not sub.language_code
+    return {
+        "language_detection": detect,
+        "expected_languages": list(sub.expected_languages or cfg.expected_languages or ())
+        if detect
+        else None,
+        "language_confidence_threshold": (
+            sub.language_confidence_threshold
+            if sub.language_confidence_threshold is not None
+            else cfg.language_confidence_threshold
+        )
+        if detect
+        else None,
+        "items_language": sub.items_language or cfg.items_language,
     }
 
 
@@ -56,6 +88,7 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
         sub.metadata,
         source if source.get("kind") != "url" else None,
         sub.notify_url,
+        options["items_language"],
     )
     params: dict[str, Any] = {
         "audio_url": sub.audio_url,
@@ -63,10 +96,17 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
         "webhook_auth_header_name": WEBHOOK_SECRET_HEADER,
         "webhook_auth_header_value": cfg.webhook_secret,
     }
-    for key in ("speech_models", "language_code", "speaker_labels"):
+    for key in ("speech_models", "speaker_labels"):
         if options[key] is not None:
             params[key] = options[key]
     params.update(redaction_of(sub, cfg))
+    params.update(
+        languages.detection_params(
+            sub.language_code,
+            options["expected_languages"],
+            options["language_confidence_threshold"],
+        )
+    )
     if sub.speakers:
         params["speech_understanding"] = _speaker_identification(sub)
     try:

@@ -68,6 +68,7 @@ def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[
             "speakers": [n for n in names if isinstance(n, str)][: inputs.MAX_SPEAKERS] or None,
             "answer_format": hints.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
             **_redaction_asked(transcript),
+            "items_language": hints.items_language,
         },
         "metadata": hints.metadata,
         "notify_url": hints.notify_url,

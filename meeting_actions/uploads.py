@@ -23,7 +23,7 @@ import re
 import time
 from typing import Any
 
-from . import inputs, lease, lifecycle, logs, record, retention, submit, text
+from . import inputs, languages, lease, lifecycle, logs, record, retention, submit, text
 from .config import Config
 from .lifecycle import Done, Failure, Kind
 
@@ -65,7 +65,8 @@ MAX_NAME_BYTES = 1024
 MAX_CONTENT_TYPE_BYTES = 255
 GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 OVERRIDE_KEYS = ("language_code", "speaker_labels", "speech_models", "answer_format",
-                 "redact_pii", "redact_pii_policies", "redact_pii_sub")  # fmt: skip
+                 "redact_pii", "redact_pii_policies", "redact_pii_sub",
+                 "expected_languages", "language_confidence_threshold", "items_language")  # fmt: skip
 # Custom metadata that marks an object as not a meeting (for example one a
 # team's own tooling wrote next to the recordings).
 SKIP_MARK = ("meeting-actions", "skip")
@@ -210,6 +211,7 @@ def submission_for(
         ]
     if meta.get("redact_pii_sub"):
         body["redact_pii_sub"] = meta["redact_pii_sub"].strip()
+    body.update(languages.of_metadata(meta))
     notify_url = meta.get("notify_url", "").strip() or default_notify_url
     if meta.get("speakers", "").strip():
         raw = meta["speakers"]

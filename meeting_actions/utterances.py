@@ -48,6 +48,8 @@ from typing import Any
 
 from . import action_items
 from .action_items import clock, storable
+from .tokens import split
+from .tokens import words_of as tokens_of
 
 # Consecutive utterances of one speaker share a turn when this close, up
 # to this span.
@@ -61,18 +63,13 @@ MAX_PROMPT_CHARS = 600_000
 UNIDENTIFIED = "not identified"
 
 _LABEL = re.compile(r"[A-Z]{1,2}")
-_NOT_WORD = re.compile(r"[\W_]+")
 _TRANSCRIPT_TAG = re.compile(r"</?\s*transcript\s*>", re.I)
 
 
-def token(piece: str) -> str:
-    """A word as compared: case-folded, letters and digits only."""
-    return _NOT_WORD.sub("", piece.casefold())
-
-
 def words_of(text: str) -> list[str]:
-    """A text's words as compared."""
-    return [w for w in map(token, text.split()) if w]
+    """A text's words as compared (tokens.py: a character each in a
+    script written without spaces)."""
+    return tokens_of(text)
 
 
 def is_label_name(name: str) -> bool:
@@ -322,19 +319,19 @@ def _words(
                 continue
             at = _int(w.get("start"))
             for piece in w["text"].split():
-                if t := token(piece):
+                for t, r in split(piece):
                     tokens.append(seen.setdefault(t, t))
                     starts.append(start if at is None else at)
-                    raw.append(seen.setdefault(piece, piece))
+                    raw.append(seen.setdefault(r, r))
         if tokens:
             return tokens, starts, raw
     pieces = u["text"].split()
     span = max(end - start, 1)
     for i, piece in enumerate(pieces):
-        if t := token(piece):
+        for t, r in split(piece):
             tokens.append(seen.setdefault(t, t))
             starts.append(start + span * i // len(pieces))
-            raw.append(seen.setdefault(piece, piece))
+            raw.append(seen.setdefault(r, r))
     return tokens, starts, raw
 
 

@@ -37,7 +37,7 @@ import json
 import re
 from typing import Any
 
-_SENTENCE = re.compile(r"[^.!?]+[.!?]?")
+_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]?")
 _DAYS = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _DUE = re.compile(
     rf"\b(?:by|before|on|until)\s+((?:next |this )?{_DAYS}(?:'s [\w-]+)?|tomorrow|end of (?:the )?(?:day|week|month)|the \w+ of \w+|the \d+(?:st|nd|rd|th))"
@@ -56,6 +56,23 @@ _SELF = re.compile(
 )
 _NOT_NAMES = {"We", "I", "You", "It", "That", "This", "They", "Someone", "Everyone", "Nobody"}
 
+# Spanish: "Mateo, ¿puedes ...?", "Sofía va a ...", "Voy a ...". Names are
+# checked to start with a capital in code (\w takes accented letters).
+_DAYS_ES = r"(?:lunes|martes|miércoles|jueves|viernes|sábado|domingo)"
+_DUE_ES = re.compile(
+    rf"\b(?:antes del?|para el|hasta el)\s+((?:próximo\s+)?{_DAYS_ES})"
+    r"|\b(mañana|la próxima semana|fin de mes)\b",
+    re.I,
+)
+_ASKED_ES = re.compile(
+    r"^(?:y\s+|entonces\s+)?(\w+),\s+¿?(?:puedes|podrías|puede|podría)\s+(.*)$", re.I
+)
+_WILL_ES = re.compile(r"^(?:y\s+|entonces\s+)?(\w+) (?:va a|tiene que|debe)\s+(.*)$")
+_SELF_ES = re.compile(
+    r"^(?:y\s+|entonces,?\s+|vale,?\s+)?(?:yo\s+)?(?:voy a|me encargo de)\s+(.*)$", re.I
+)
+_NOT_NAMES_ES = {"Yo", "Tú", "Usted", "Nosotros", "Alguien", "Todos", "Eso", "Esto", "Entonces"}
+
 
 _LINE = re.compile(
     r"[ \t]*\[(?:(\d+):)?(\d+):([0-5]\d)\][ \t]+([^:\n]{1,80}?):[ \t]+(.*\S)[ \t\r]*"
@@ -71,6 +88,12 @@ def message_text(message: dict[str, Any]) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content if isinstance(content, str) else ""
+
+
+def instructions(messages: list[dict[str, Any]]) -> str:
+    """The prompt's words without the meeting (its <transcript> block), for tests to read."""
+    texts = [message_text(m) for m in messages if isinstance(m, dict)]
+    return _BLOCK.sub("<transcript/>", "\n".join(texts))[:4000]
 
 
 def transcript_lines(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,26 +143,72 @@ def _commitments(text: str) -> list[dict[str, Any]]:
     for raw in _SENTENCE.findall(text or ""):
         sentence = raw.strip()
         owner, task = None, None
-        for pattern in (_ASKED, _WILL):
+        for pattern in (_ASKED, _WILL, _ASKED_ES, _WILL_ES):
             match = pattern.match(sentence)
-            if match and match.group(1) not in _NOT_NAMES:
-                owner, task = match.group(1), match.group(2)
+            name = match.group(1) if match else ""
+            if match and name[:1].isupper() and name not in _NOT_NAMES | _NOT_NAMES_ES:
+                owner, task = name, match.group(2)
                 break
         else:
-            match = _SELF.match(sentence)
+            match = _SELF.match(sentence) or _SELF_ES.match(sentence)
             if match:
                 task = match.group(1)
-        if not task or len(task.split()) < 3:
+            else:
+                owner, task = _japanese(sentence)
+        if not task or (len(task) < 4 if _tight(task) else len(task.split()) < 3):
             continue
-        due_match = _DUE.search(task)
-        due = (due_match.group(1) or due_match.group(2)) if due_match else None
-        if due_match:
-            task = (task[: due_match.start()] + task[due_match.end() :]).strip()
-        task = task.rstrip(" ?.!,")
+        due = None
+        for pattern in (_DUE, _DUE_ES):
+            due_match = pattern.search(task)
+            if due_match:
+                due = due_match.group(1) or due_match.group(2)
+                task = (task[: due_match.start()] + task[due_match.end() :]).strip()
+                break
+        if due is None and _tight(task):
+            due, task = _japanese_due(task)
+        task = task.rstrip(" ?.!,。？！、")
         items.append(
-            {"text": task[0].upper() + task[1:], "owner": owner, "due": due, "quote": sentence}
+            {"text": task[:1].upper() + task[1:], "owner": owner, "due": due, "quote": sentence}
         )
     return items
+
+
+# Japanese, by plain string search (one pass each): "田中さん、...ください",
+# "鈴木さんが...ます", "私が...ます", and "金曜日までに" for the due date.
+_ASK_JA, _WILL_JA, _SELF_JA, _BY_JA = "さん、", "さんが", "私が", "までに"
+
+
+def _tight(text: str) -> bool:
+    """Written without spaces (kana or kanji, no space)."""
+    return " " not in text and any(0x3040 <= ord(c) <= 0x9FFF for c in text)
+
+
+def _japanese(sentence: str) -> tuple[str | None, str | None]:
+    """(owner or None, task) of a Japanese commitment, or (None, None)."""
+    for mark in (_ASK_JA, _WILL_JA):
+        at = sentence.find(mark)
+        if 0 < at <= 12:
+            name = sentence[:at].rsplit("、", 1)[-1]
+            rest = sentence[at + len(mark) :].rstrip("。")
+            if name and name != "皆" and (rest.endswith("ください") or rest.endswith("ます")):
+                return name, rest.removesuffix("ください")
+    at = sentence.find(_SELF_JA)
+    if 0 <= at <= 8 and sentence.rstrip("。").endswith("ます"):
+        return None, sentence[at + len(_SELF_JA) :]
+    return None, None
+
+
+def _japanese_due(task: str) -> tuple[str | None, str]:
+    """The run of kanji, katakana or digits before までに, and the task without it."""
+    at = task.find(_BY_JA)
+    start = at
+    while (
+        start > 0 and not 0x3040 <= ord(task[start - 1]) <= 0x309F and task[start - 1] not in "、。"
+    ):
+        start -= 1
+    if at <= 0 or start == at:
+        return None, task
+    return task[start:at], task[:start] + task[at + len(_BY_JA) :]
 
 
 def extract(text: str) -> list[dict[str, Any]]:

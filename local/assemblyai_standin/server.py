@@ -302,7 +302,11 @@ class StandIn:
             "audio_duration": None,
             "confidence": None,
             # No "error" until the transcript fails: the spec types it a string.
-            "language_code": body.get("language_code", "en_us"),
+            # Without a code or detection AssemblyAI transcribes as en_us.
+            "language_code": None
+            if body.get("language_detection")
+            else body.get("language_code", "en_us"),
+            "language_detection": bool(body.get("language_detection")),
             "language_confidence": None,
             "language_confidence_threshold": body.get("language_confidence_threshold"),
             "speech_models": body.get("speech_models"),
@@ -339,6 +343,7 @@ class StandIn:
             "audio_sha256": None,
             "audio_size": None,
             "segments": None,  # the words by utterance, for /sentences and /paragraphs
+            "detection": body.get("language_detection_options") or {},
         }
         with self.lock:
             self.transcripts[tid] = internal
@@ -508,7 +513,7 @@ class StandIn:
                 status="completed",
                 **fields,
                 audio_duration=sample["audio_duration"],
-                language_code=t["language_code"] or sample.get("language_code", "en_us"),
+                **transcripts.language(t, internal["detection"], sample),
                 speech_model_used=(t["speech_models"] or ["universal-3-pro"])[0],
             )
             if t["redact_pii"]:
@@ -739,6 +744,7 @@ class StandIn:
             # What the model read (after the substitution) and answered.
             prompt_text="\n".join(rules.message_text(m) for m in messages),
             answer_text=content,
+            instructions=rules.instructions(messages),
             input_tokens=usage_in,
             output_tokens=usage_out,
         )

@@ -13,7 +13,49 @@ import re
 import zlib
 from typing import Any
 
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+_SENTENCE_END = re.compile(r"[.!?。！？][\"')\]」』]*$")
+# Where a language is written without spaces (Japanese here), AssemblyAI's
+# words are short runs of characters of one kind, punctuation attached to
+# the run before it, and no spaces between them in any text.
+_RUN = 3
+
+
+def _kind(char: str) -> str:
+    point = ord(char)
+    if 0x3040 <= point <= 0x309F:
+        return "hiragana"
+    if 0x30A0 <= point <= 0x30FF:
+        return "katakana"
+    if 0x3400 <= point <= 0x9FFF or 0x3005 <= point <= 0x3007:
+        return "kanji"
+    return "other" if char.isalnum() else "punct"
+
+
+def spaceless(text: str) -> bool:
+    """An utterance of a language written without spaces (no space, some kana or kanji)."""
+    return " " not in text.strip() and any(
+        _kind(c) != "other" and _kind(c) != "punct" for c in text
+    )
+
+
+def runs(text: str) -> list[str]:
+    """The utterance's words as AssemblyAI gives them for such a language:
+    runs of at most _RUN characters of one kind, punctuation kept on the run before."""
+    out: list[str] = []
+    kind = None
+    for char in text:
+        k = _kind(char)
+        if k == "punct" and out:
+            out[-1] += char
+            kind = "punct"
+        elif out and k == kind and len(out[-1]) < _RUN:
+            out[-1] += char
+        else:
+            out.append(char)
+            kind = k
+    return out
+
+
 # A long meeting's pace (lengthened): an hour is 9,000 words.
 WORDS_PER_MINUTE = 150
 
@@ -24,7 +66,8 @@ def _confidence(token: str, index: int) -> float:
 
 
 def _words(utterance: dict, speaker: str | None, first_index: int) -> list[dict]:
-    tokens = utterance["text"].split()
+    text = utterance["text"]
+    tokens = runs(text) if spaceless(text) else text.split()
     start, end = int(utterance["start"]), int(utterance["end"])
     span = max(end - start, len(tokens))
     words = []
@@ -80,6 +123,7 @@ def segments(sample: dict, labels: bool, mapping: dict[str, str]) -> list[dict]:
                 "text": u["text"],
                 "words": words,
                 "confidence": _mean([w["confidence"] for w in words]),
+                "tight": spaceless(u["text"]),
             }
         )
     return out
@@ -122,7 +166,7 @@ def sentences(segs: list[dict]) -> list[dict]:
             if _SENTENCE_END.search(word["text"]) or i == len(s["words"]) - 1:
                 out.append(
                     {
-                        "text": " ".join(w["text"] for w in current),
+                        "text": ("" if s.get("tight") else " ").join(w["text"] for w in current),
                         "start": current[0]["start"],
                         "end": current[-1]["end"],
                         "confidence": _mean([w["confidence"] for w in current]),
@@ -190,6 +234,36 @@ def identify(sample: dict, request: dict) -> dict[str, str]:
         if match is not None:
             mapping[label] = match
     return mapping
+
+
+# --- the language ----------------------------------------------------------
+
+
+def language(transcript: dict, options: dict, sample: dict) -> dict[str, Any]:
+    """language_code and language_confidence of a completed transcript.
+
+    With language_detection: the sample's language and confidence; a
+    language not in expected_languages gives the first expected one (the
+    "auto" fallback), at a lower confidence; a confidence under
+    language_confidence_threshold fails the transcript (ValueError), as the
+    spec says. Without: the code asked for (en_us by default), no confidence.
+    """
+    if not transcript.get("language_detection"):
+        return {"language_code": transcript.get("language_code") or "en_us"}
+    code = sample.get("language_code", "en_us")
+    confidence = float(sample.get("language_confidence", 0.99))
+    expected = [c for c in options.get("expected_languages") or [] if c != "all"]
+    if expected and code not in expected and code.split("_")[0] not in expected:
+        fallback = options.get("fallback_language", "auto")
+        code = expected[0] if fallback in ("auto", None) else fallback
+        confidence = round(confidence / 3, 4)
+    limit = transcript.get("language_confidence_threshold")
+    if isinstance(limit, (int, float)) and confidence < limit:
+        raise ValueError(
+            f"detected language '{code}', confidence {confidence}, is below the requested "
+            f"confidence threshold value of '{limit}'"
+        )
+    return {"language_code": code, "language_confidence": confidence}
 
 
 # --- PII redaction ----------------------------------------------------------
