@@ -23,6 +23,13 @@
 #   --alert-email ADDRESS   e-mail the alerts to ADDRESS (repeatable); a rerun keeps the
 #                           addresses given before (README, Operate)
 #   --public-submit         let anyone call submit_transcription (default: IAM invokers only)
+#   --retention-days N      every meeting and upload document expires N days after it is
+#                           created (1-3650; or RETENTION_DAYS): a Firestore TTL policy on
+#                           expire_at deletes it within about a day after (README, Privacy)
+#   --delete-transcripts    delete each transcript at AssemblyAI once its items are written
+#   --redact-pii POLICIES   ask AssemblyAI to redact these PII policies by default,
+#                           comma-separated (e.g. phone_number,email_address)
+#   --redact-pii-sub SUB    hash or entity_name (default: AssemblyAI's, hash)
 #   --update-api-key        store a new version of the AssemblyAI API key
 #   --rotate-webhook-secret generate a new webhook secret; the previous one stays accepted for 24 h
 #   --verify                only check the deployment (it also runs at the end of every deploy)
@@ -57,6 +64,10 @@ LLM_FALLBACK_MODELS=${LLM_FALLBACK_MODELS:-}
 AAI_REGION=${ASSEMBLYAI_REGION:-us}
 NOTIFY_URL=${NOTIFY_URL:-}
 ALERT_EMAILS=()
+RETENTION_DAYS=${RETENTION_DAYS:-}
+DELETE_TRANSCRIPTS=false
+REDACT_PII_POLICIES=
+REDACT_PII_SUB=
 PREFIX=meeting-actions
 PUBLIC_SUBMIT=false
 UPDATE_KEY=false
@@ -81,7 +92,8 @@ set_mode() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --project | --region | --bucket | --audio-prefix | --collection | --llm-model | \
-      --llm-fallback-models | --assemblyai-region | --notify-url | --name-prefix | --alert-email)
+      --llm-fallback-models | --assemblyai-region | --notify-url | --name-prefix | --alert-email | \
+      --retention-days | --redact-pii | --redact-pii-sub)
       [[ $# -ge 2 ]] || die "$1 needs a value (see --help)" ;;
   esac
   case "$1" in
@@ -97,6 +109,10 @@ while [[ $# -gt 0 ]]; do
     --name-prefix) PREFIX=$2; shift 2 ;;
     --alert-email) ALERT_EMAILS+=("${2,,}"); shift 2 ;;
     --public-submit) PUBLIC_SUBMIT=true; shift ;;
+    --retention-days) RETENTION_DAYS=$2; shift 2 ;;
+    --delete-transcripts) DELETE_TRANSCRIPTS=true; shift ;;
+    --redact-pii) REDACT_PII_POLICIES=$2; shift 2 ;;
+    --redact-pii-sub) REDACT_PII_SUB=$2; shift 2 ;;
     --update-api-key) UPDATE_KEY=true; shift ;;
     --rotate-webhook-secret) ROTATE_SECRET=true; shift ;;
     --verify) set_mode verify; shift ;;
@@ -146,6 +162,13 @@ for address in "${ALERT_EMAILS[@]}"; do
   [[ ${#address} -le 254 && $address =~ $email_re ]] ||
     die "--alert-email must be an e-mail address (name@domain): got '$address'"
 done
+[[ -z $RETENTION_DAYS || ($RETENTION_DAYS =~ ^[1-9][0-9]{0,3}$ && $RETENTION_DAYS -le 3650) ]] ||
+  die "--retention-days must be a whole number of days from 1 to 3650"
+[[ -z $REDACT_PII_POLICIES || $REDACT_PII_POLICIES =~ ^[a-z_]+(,[a-z_]+)*$ ]] ||
+  die "--redact-pii must be AssemblyAI policy names, comma-separated (e.g. phone_number,email_address)"
+[[ -z $REDACT_PII_SUB || $REDACT_PII_SUB == hash || $REDACT_PII_SUB == entity_name ]] ||
+  die "--redact-pii-sub must be hash or entity_name"
+[[ -z $REDACT_PII_SUB || -n $REDACT_PII_POLICIES ]] || die "--redact-pii-sub needs --redact-pii"
 [[ $RETRY_ATTEMPTS =~ ^[1-9][0-9]{0,2}$ ]] || die "DEPLOY_RETRY_ATTEMPTS must be a whole number from 1"
 [[ $RETRY_BASE =~ ^[0-9]{1,4}$ ]] || die "DEPLOY_RETRY_BASE_SECONDS must be a whole number of seconds"
 [[ $ASSUME_YES == false || $MODE == delete ]] || die "--yes only goes with --delete"
@@ -390,6 +413,13 @@ env_flag() {
 COMMON_ENV=("FIRESTORE_COLLECTION=$COLLECTION" "LLM_MODEL=$LLM_MODEL" "ASSEMBLYAI_REGION=$AAI_REGION"
   "GOOGLE_CLOUD_PROJECT=$PROJECT")
 [[ -z $LLM_FALLBACK_MODELS ]] || COMMON_ENV+=("LLM_FALLBACK_MODELS=$LLM_FALLBACK_MODELS")
+# Privacy (README, Privacy): every function reads the same settings.
+[[ -n $RETENTION_DAYS ]] && COMMON_ENV+=("RETENTION_DAYS=$RETENTION_DAYS")
+[[ $DELETE_TRANSCRIPTS == true ]] && COMMON_ENV+=("DELETE_TRANSCRIPT_AFTER_ITEMS=true")
+if [[ -n $REDACT_PII_POLICIES ]]; then
+  COMMON_ENV+=("REDACT_PII=true" "REDACT_PII_POLICIES=$REDACT_PII_POLICIES")
+  [[ -n $REDACT_PII_SUB ]] && COMMON_ENV+=("REDACT_PII_SUB=$REDACT_PII_SUB")
+fi
 
 # deploy_function NAME ENTRY SERVICE_ACCOUNT TIMEOUT_SECONDS SECRETS ENV... -- FLAGS...
 # Every function is told its own timeout (FUNCTION_TIMEOUT_SECONDS) and is
@@ -801,7 +831,8 @@ This deletes meeting-actions ($PREFIX-*) from project $PROJECT ($REGION):
   secret, the notification signing secret: the receivers' copy stops verifying), the service
   accounts and every role they hold${bucket:+ (including on gs://$bucket)}, and what tells
   operators: the alert policies, their e-mail channels, the log-based metrics, the dashboard.
-It does NOT delete the Firestore data: the meetings in collection $COLLECTION stay.
+It does NOT delete the Firestore data: the meetings in collection $COLLECTION stay, and so
+does a TTL policy on expire_at (--retention-days): documents go on expiring.
 EOF
   if [[ $ASSUME_YES == false && $DRY_RUN == false ]]; then
     [[ -t 0 ]] || die "--delete asks first; without a terminal, pass --yes"
@@ -853,6 +884,8 @@ Left in place on purpose:
   - the Firestore database and ALL ITS DATA: the meetings in collection $COLLECTION and the
     upload claims in $COLLECTION-uploads. Delete them in the console if you want them gone:
     https://console.cloud.google.com/firestore/databases/-default-/data/panel/$COLLECTION?project=$PROJECT
+  - the TTL policies on expire_at (--retention-days), if any: documents keep expiring. To
+    stop that: gcloud firestore fields ttls update expire_at --collection-group=$COLLECTION --disable-ttl
   - the APIs deploy.sh enabled, and the roles of Google's own service agents (Eventarc:
     roles/eventarc.serviceAgent; Cloud Storage: roles/pubsub.publisher), which other triggers
     in the project may rely on.
@@ -904,6 +937,16 @@ if [[ $DRY_RUN == false ]]; then
   DB_LOCATION=$(gcloud firestore databases describe --database='(default)' --project="$PROJECT" \
     --format='value(locationId)')
   [[ $DB_LOCATION =~ ^[a-z0-9-]+$ ]] || die "could not read the location of the Firestore database"
+fi
+
+# --- retention: Firestore deletes a document within about a day after its expire_at -------
+# On both collection groups; a policy already there is set again (the same). --delete
+# leaves it, with the data.
+if [[ -n $RETENTION_DAYS ]]; then
+  for group in "$COLLECTION" "$COLLECTION-uploads"; do
+    run gcloud firestore fields ttls update expire_at --collection-group="$group" \
+      --database='(default)' --enable-ttl --async --project="$PROJECT"
+  done
 fi
 
 # --- log-based metrics: early, so Cloud Monitoring knows them when the policies come --------

@@ -19,7 +19,8 @@ Modules, one concern each:
     regenerate    a person's request from the console
     console       what a person may set on a document, and how each field is read
     sweep         the scheduled sweep: what deliveries could not finish
-    uploads       the storage trigger
+    uploads       the storage trigger: one submission per object version
+    storage_object  an uploaded object: checked, its options, how AssemblyAI reads it
     notify        signed notifications of each result, and their state on the document
     notify_address  where a notification may go (the SSRF checks)
     notify_http   one attempt: a plain HTTP POST under one deadline

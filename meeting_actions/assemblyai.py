@@ -27,6 +27,8 @@ TRANSCRIPT_FIELDS = frozenset({
     "id", "status", "error", "audio_url", "audio_duration", "language_code",
     "language_confidence", "speech_models",
     "speaker_labels", "speech_understanding", "utterances",
+    # What was redacted (privacy.py): text only, so the utterances are checked.
+    "redact_pii", "redact_pii_policies", "redact_pii_sub",
 })  # fmt: skip
 # Characters of the transcript's `text` kept: the prompt never needs it (the
 # gateway substitutes it itself), only whether it is empty or deleted.
@@ -424,4 +426,17 @@ def chat_completion(
         resend_if_maybe_sent=False,
         # A long rate-limit wait is better spent with the claim given back.
         max_wait=rate_limit_wait,
+    )
+
+
+def delete_transcript(cfg: Config, transcript_id: str, timeout: float = 5) -> dict:
+    """DELETE /v2/transcript/{id}: its text, words and audio (an upload too) go."""
+    return _call(
+        cfg,
+        "DELETE",
+        f"{cfg.api_base_url}/v2/transcript/{requests.utils.quote(transcript_id)}",
+        time.monotonic() + timeout,
+        read_timeout=timeout,
+        headers=_headers(cfg),
+        attempts=1,
     )

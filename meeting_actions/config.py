@@ -87,6 +87,15 @@ class Config:
     notify_url: str
     notify_signing_secret: str
     notify_allow_local: bool
+    # Privacy (privacy.py): days a document is kept (its expire_at, a
+    # Firestore TTL policy deletes it; 0: kept), whether the transcript is
+    # deleted at AssemblyAI once the result is written, and the default PII
+    # redaction asked of AssemblyAI (a submission may set its own).
+    retention_days: int = 0
+    delete_transcripts: bool = False
+    redact_pii: bool = False
+    redact_pii_policies: tuple[str, ...] = ()
+    redact_pii_sub: str | None = None
     # The meeting's language (languages.py), for a submission that says
     # nothing of it: detection's expected languages and confidence
     # threshold, and the language items are written in (None: the meeting's).
@@ -203,8 +212,36 @@ def from_env(env: dict[str, str]) -> Config:
         notify_url=env.get("NOTIFY_URL", "").strip(),
         notify_signing_secret=env.get("NOTIFY_SIGNING_SECRET", "").strip(),
         notify_allow_local=env.get("NOTIFY_ALLOW_LOCAL", "").strip().lower() in ("1", "true"),
+        **_privacy(env),
         **_languages(env),
     )
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "0", "1", "true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("1", "true")
+
+
+def _privacy(env: dict[str, str]) -> dict:
+    from . import privacy
+
+    days = int(_number(env, "RETENTION_DAYS", 0)) if env.get("RETENTION_DAYS", "").strip() else 0
+    policies = tuple(p.strip() for p in env.get("REDACT_PII_POLICIES", "").split(",") if p.strip())
+    sub = env.get("REDACT_PII_SUB", "").strip() or None
+    redact = _flag(env, "REDACT_PII")
+    try:
+        privacy.check_redaction(redact, policies, sub)
+    except ValueError as exc:
+        raise ConfigError(f"REDACT_PII settings: {exc}") from None
+    return {
+        "retention_days": days,
+        "delete_transcripts": _flag(env, "DELETE_TRANSCRIPT_AFTER_ITEMS"),
+        "redact_pii": redact,
+        "redact_pii_policies": policies,
+        "redact_pii_sub": sub,
+    }
 
 
 @functools.cache

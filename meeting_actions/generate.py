@@ -21,7 +21,9 @@ from . import (
     moments,
     notify,
     outcomes,
+    privacy,
     record,
+    retention,
     text,
 )
 from .config import Config
@@ -95,6 +97,7 @@ def holding(
         _resolve_upload(cfg, held.data.get("source"), held.doc_id)
     if held.data.get("notify_url"):
         _notify_now(cfg, held.doc_id, deadline, started)
+    retention.after_result(cfg, held.doc_id)
     return result
 
 
@@ -162,6 +165,11 @@ def _generate(
                      sweep_at=record.later(cfg.stale_queued_seconds))  # fmt: skip
         return Busy("the transcript is not completed yet", transcript_id=tid)
 
+    # With PII redaction, only what AssemblyAI redacted reaches the prompt
+    # and the document (privacy.py).
+    transcript, redaction = privacy.for_prompt(transcript)
+    if redaction is not None:
+        facts["privacy"] = redaction
     # Never start a gateway call that cannot finish, with its write, in time.
     gateway_deadline = deadline - lifecycle.write_budget(cfg)
     if time.monotonic() + min(cfg.gateway_timeout, 30) > gateway_deadline:

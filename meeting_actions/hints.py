@@ -51,7 +51,7 @@ def webhook_url(cfg: Config, hints: Hints) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=query))
 
 
-# What submit carries of an upload's source (uploads.StorageObject.source(),
+# What submit carries of an upload's source (storage_object.StorageObject.source(),
 # but its kind), and how many bytes each may take: Cloud Storage's limits.
 SOURCE_KEYS = {
     "uri": 5 + 222 + 1 + 1024,

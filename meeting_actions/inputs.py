@@ -100,6 +100,10 @@ class Submission:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     speakers: tuple[Speaker, ...] = ()
     notify_url: str | None = None
+    # PII redaction (privacy.py); None: the deployment's defaults.
+    redact_pii: bool | None = None
+    redact_pii_policies: tuple[str, ...] | None = None
+    redact_pii_sub: str | None = None
     # The meeting's language (languages.py): detection options when no
     # language_code is given, and the language the items are written in.
     expected_languages: tuple[str, ...] | None = None
@@ -116,6 +120,9 @@ SUBMIT_FIELDS = (
     "answer_format",
     "metadata",
     "notify_url",
+    "redact_pii",
+    "redact_pii_policies",
+    "redact_pii_sub",
     *LANGUAGE_FIELDS,
 )
 
@@ -153,6 +160,7 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
         answer_format=answer_format(body.get("answer_format")),
         metadata=metadata(body.get("metadata")),
         notify_url=notify_url(body.get("notify_url"), allow_local_notify),
+        **_redaction(body),
     )
     if sub.language_code and (sub.expected_languages or sub.language_confidence_threshold):
         field = "expected_languages" if sub.expected_languages else "language_confidence_threshold"
@@ -168,6 +176,23 @@ def submission(body: Any, allow_local_notify: bool = False) -> Submission:
             field="speakers",
         )
     return sub
+
+
+def _redaction(body: dict) -> dict[str, Any]:
+    """redact_pii, redact_pii_policies, redact_pii_sub, checked against the spec's enums."""
+    from . import privacy
+
+    redact = body.get("redact_pii")
+    policies, sub = body.get("redact_pii_policies"), body.get("redact_pii_sub")
+    try:
+        privacy.check_redaction(redact, policies, sub)
+    except privacy.Invalid as exc:
+        raise InvalidRequest(str(exc), field=exc.field) from None
+    return {
+        "redact_pii": redact,
+        "redact_pii_policies": tuple(policies) if policies is not None else None,
+        "redact_pii_sub": sub,
+    }
 
 
 def _languages(body: dict) -> dict[str, Any]:

@@ -42,6 +42,12 @@ Where each transition is decided (one module per actor):
                                                     earliest); none usable -> operator
     queued     -> queued       sweep.py             still transcribing: checked again later
     (due)      -> (moved on)   sweep.py             every state above past its sweep_at
+    completed  -> (same)       retention.py         the transcript deleted at AssemblyAI after
+    / error                                         the result (DELETE_TRANSCRIPT_AFTER_ITEMS),
+                                                    claimed once; a failure sets sweep_at and
+                                                    sweep.py retries it
+    (created)  expire_at       retention.py         RETENTION_DAYS: stamped at every create;
+                                                    Firestore's TTL policy deletes it
 
 Upload (<collection>-uploads/<hash of bucket, name, generation>):
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from google.events.cloud import firestore as firestore_events
 
-from . import assemblyai, console, generate, lease, lifecycle, logs, notify, record
+from . import assemblyai, console, generate, lease, lifecycle, logs, notify, record, retention
 from .config import Config
 from .hints import Hints
 from .lifecycle import Done, Failure, Kind, Refused, Result
@@ -113,6 +113,8 @@ def refusal(data: dict[str, Any] | None) -> Result | None:
     elif status is None:
         reason = (f"status is {console.shown(data.get('status'))}, not completed or error: only "
                   "a finished meeting can be regenerated")  # fmt: skip
+    elif retention.deleted(data):
+        reason = retention.REGENERATE_REFUSAL
     elif status == lifecycle.ERROR and data.get("error_stage") == "transcription":
         reason = ("AssemblyAI could not transcribe this recording, so there is nothing to "
                   "generate from; submit the recording again")  # fmt: skip

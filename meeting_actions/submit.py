@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import action_items, assemblyai, inputs, languages, lifecycle, logs, record
+from . import (
+    action_items,
+    assemblyai,
+    inputs,
+    languages,
+    lifecycle,
+    logs,
+    privacy,
+    record,
+    retention,
+)
 from .config import WEBHOOK_SECRET_HEADER, Config
 from .hints import Hints, webhook_url
 from .lifecycle import Done, Failure, Kind, Refused, Result
@@ -22,6 +32,7 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
         "speaker_labels": sub.speaker_labels is not False,
         "speakers": [s.name for s in sub.speakers] or None,
         "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        **redaction_of(sub, cfg),
         **language_options(sub, cfg),
     }
 
@@ -45,6 +56,13 @@ def language_options(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
         else None,
         "items_language": sub.items_language or cfg.items_language,
     }
+
+
+def redaction_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
+    """The redaction asked of AssemblyAI: the submission's, else the deployment's."""
+    if sub.redact_pii is None:
+        return privacy.params(cfg.redact_pii, cfg.redact_pii_policies, cfg.redact_pii_sub)
+    return privacy.params(sub.redact_pii, sub.redact_pii_policies, sub.redact_pii_sub)
 
 
 def _speaker_identification(sub: inputs.Submission) -> dict[str, Any]:
@@ -81,6 +99,7 @@ def start_transcription(cfg: Config, sub: inputs.Submission, source: dict[str, A
     for key in ("speech_models", "speaker_labels"):
         if options[key] is not None:
             params[key] = options[key]
+    params.update(redaction_of(sub, cfg))
     params.update(
         languages.detection_params(
             sub.language_code,
@@ -113,6 +132,7 @@ def record_queued(cfg: Config, tid: str, sub: inputs.Submission, source: dict[st
         # lost, the sweep asks AssemblyAI then.
         "sweep_at": lifecycle.queued_check_at(record.now(), 0, cfg.stale_queued_seconds),
         "queued_checks": 0,
+        **retention.expire_fields(cfg),
     }
     try:
         try:

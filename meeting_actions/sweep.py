@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any
 
-from . import assemblyai, console, lifecycle, logs, notify, record, transcript_ready
+from . import assemblyai, console, lifecycle, logs, notify, record, retention, transcript_ready
 from .config import Config
 from .hints import Hints
 from .lifecycle import Busy, Done, Failure, Kind, Result
@@ -116,6 +116,13 @@ def _sweep_one(
             return check_queued(cfg, tid, data, version, deadline)
         if status == lifecycle.GENERATING:
             return transcript_ready.complete(cfg, tid, Hints(), deadline)
+        if retention.pending(cfg, data):
+            # A transcript deletion AssemblyAI failed, or one never started.
+            forgot = retention.forget(cfg, tid)
+            if forgot == "held":
+                reschedule(cfg, tid, {"sweep_at": record.later(cfg.recheck_seconds)}, version)
+            if not notify.is_due(data):
+                return Done(f"transcript_{forgot}", tid)
         if notify.is_due(data):
             return Done(f"notification_{notify.deliver(cfg, tid)}", tid)
         if console.notification(data).get("status") not in ("pending", "sending"):

@@ -22,7 +22,9 @@ from . import (
     logs,
     models,
     notify,
+    privacy,
     record,
+    retention,
 )
 from .config import Config
 from .hints import Hints
@@ -66,12 +68,24 @@ def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[
             "speaker_labels": transcript.get("speaker_labels"),
             "speakers": [n for n in names if isinstance(n, str)][: inputs.MAX_SPEAKERS] or None,
             "answer_format": hints.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+            **_redaction_asked(transcript),
             "items_language": hints.items_language,
         },
         "metadata": hints.metadata,
         "notify_url": hints.notify_url,
         **generate.transcript_facts(transcript),
     }
+
+
+def _redaction_asked(transcript: dict[str, Any]) -> dict[str, Any]:
+    """The redaction AssemblyAI's record says was asked for, if valid."""
+    redact = transcript.get("redact_pii") is True
+    policies, sub = transcript.get("redact_pii_policies"), transcript.get("redact_pii_sub")
+    try:
+        privacy.check_redaction(redact, policies if redact else None, sub if redact else None)
+    except privacy.Invalid:
+        return {"redact_pii": True} if redact else {}
+    return privacy.params(redact, tuple(policies or ()), sub)
 
 
 @lifecycle.firestore_guard
@@ -109,7 +123,8 @@ def complete(
         # A delivery before its document (Firestore was away at submit
         # time, or AssemblyAI failed very fast): build it from AssemblyAI's record.
         read["transcript"] = read["transcript"] or assemblyai.read_transcript(cfg, tid)
-        return _document_from_transcript(read["transcript"], hints)
+        return {**_document_from_transcript(read["transcript"], hints),
+                **retention.expire_fields(cfg)}  # fmt: skip
 
     try:
         claimed = lease.claim(

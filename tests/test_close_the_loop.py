@@ -20,7 +20,7 @@ from fakes import GOOD_CONTENT, answer
 from test_lifecycle import Product, product  # noqa: F401 - the fixture
 
 from local import eventarc
-from meeting_actions import assemblyai, lifecycle, notify, notify_address, record
+from meeting_actions import assemblyai, lifecycle, notify, notify_address, record, storage_object
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -285,9 +285,9 @@ def test_an_upload_is_notified_from_its_metadata_or_the_default(loop, monkeypatc
     from cloudevents.conversion import to_binary
     from test_lifecycle import storage_event
 
-    from meeting_actions import uploads
-
-    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1")
+    monkeypatch.setattr(
+        storage_object, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1"
+    )
     loop.configure(NOTIFY_SIGNING_SECRET=SIGNING_SECRET, NOTIFY_ALLOW_LOCAL="true",
                    NOTIFY_URL="http://127.0.0.1:9/default")  # fmt: skip
     fn = loop.client("transcribe_uploaded_audio", "cloudevent")

@@ -25,7 +25,7 @@ from test_close_the_loop import (  # noqa: F401 - the fixtures
 )
 from test_lifecycle import Product, product  # noqa: F401 - the fixture
 
-from meeting_actions import assemblyai, record
+from meeting_actions import assemblyai, record, storage_object
 
 
 def regenerate(loop: Product, tid: str, **changes):  # noqa: F811 - the fixture's name
@@ -498,9 +498,9 @@ def test_an_upload_whose_notify_url_is_refused_falls_back_to_the_default(loop, m
     from cloudevents.conversion import to_binary
     from test_lifecycle import storage_event
 
-    from meeting_actions import uploads
-
-    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1")
+    monkeypatch.setattr(
+        storage_object, "signed_url", lambda obj, seconds: "https://signed.example/a?s=1"
+    )
     receiver = Receiver()
     loop.configure(NOTIFY_SIGNING_SECRET=SIGNING_SECRET, NOTIFY_ALLOW_LOCAL="true",
                    NOTIFY_URL=receiver.url)  # fmt: skip

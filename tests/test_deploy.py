@@ -97,6 +97,7 @@ beta monitoring channels delete
 beta monitoring channels list
 firestore databases create
 firestore databases describe
+firestore fields ttls update
 functions add-invoker-policy-binding
 functions delete
 functions deploy
@@ -328,6 +329,10 @@ def gcloud():
             fail(f"fake: unsupported format {fmt}", 3)
     elif cmd == "firestore databases create":
         state["db"] = {"locationId": flag("location")}
+    elif cmd == "firestore fields ttls update":
+        state["db"] is not None or fail("ERROR: NOT_FOUND: database (default)")
+        ("--enable-ttl" in args) != ("--disable-ttl" in args) or fail("fake: one of the TTL flags", 2)
+        state.setdefault("ttls", {})[f"{flag('collection-group')}/{pos[0]}"] = "--enable-ttl" in args
     elif cmd == "iam service-accounts describe":
         pos[0] in state["sas"] or fail(f"ERROR: PERMISSION_DENIED: {pos[0]} does not exist.")
     elif cmd == "iam service-accounts create":
@@ -1544,6 +1549,7 @@ def test_every_gcloud_command_and_flag_used_is_in_the_578_help_pages(gcloud, dep
     gcloud.edit(legacy_layout)
     for args in (
         ("--bucket", "acme-recordings", "--public-submit"),  # no channels: policies cleared
+        ("--retention-days", "30", "--bucket", "acme-recordings", "--public-submit"),
         (
             "--bucket",
             "acme-recordings",
@@ -1610,3 +1616,57 @@ def test_script_is_valid_bash_and_shellcheck_clean():
         pytest.skip("shellcheck is not installed (.ci/run installs it)")
     done = subprocess.run(["shellcheck", str(ROOT / "deploy.sh")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+# --- privacy (README, Privacy) -------------------------------------------------------------------
+
+
+def test_retention_makes_the_ttl_policies_and_every_function_knows_the_settings(gcloud):
+    done, calls = gcloud("--bucket", "acme-recordings", "--retention-days", "30",
+                         "--delete-transcripts", "--redact-pii", "phone_number,email_address",
+                         "--redact-pii-sub", "entity_name")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    ttls = argv(calls, "firestore", "fields", "ttls", "update")
+    assert sorted(ttls) == sorted(
+        ["firestore", "fields", "ttls", "update", "expire_at", f"--collection-group={group}",
+         "--database=(default)", "--enable-ttl", "--async", f"--project={PROJECT}"]
+        for group in ("meetings", "meetings-uploads")
+    )  # fmt: skip
+    assert gcloud.state["ttls"] == {"meetings/expire_at": True, "meetings-uploads/expire_at": True}
+    fns = gcloud.state["functions"]
+    assert len(fns) == 5
+    for name, fn in fns.items():
+        assert fn["env"]["RETENTION_DAYS"] == "30", name
+        assert fn["env"]["DELETE_TRANSCRIPT_AFTER_ITEMS"] == "true", name
+        assert fn["env"]["REDACT_PII_POLICIES"] == "phone_number,email_address", name
+        assert fn["env"]["REDACT_PII"] == "true" and fn["env"]["REDACT_PII_SUB"] == "entity_name"
+    # The dry run prints the same; --delete leaves the policies and says so.
+    dry, _ = gcloud("--dry-run", "--retention-days", "30")
+    assert "gcloud firestore fields ttls update expire_at --collection-group=meetings-uploads" in (
+        dry.stdout
+    )
+    gone, calls = gcloud("--delete", "--yes", key=None)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not argv(calls, "firestore")
+    assert "TTL" in gone.stdout and gcloud.state["ttls"]["meetings/expire_at"] is True
+
+
+def test_without_retention_nothing_expires(deployed):
+    assert not argv(deployed["calls"], "firestore", "fields")
+    assert all("RETENTION_DAYS" not in fn["env"] for fn in deployed["state"]["functions"].values())
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--retention-days", "0"), "--retention-days"),
+        (("--retention-days", "3651"), "--retention-days"),
+        (("--retention-days", "1|X=1"), "--retention-days"),
+        (("--redact-pii", "phone number"), "--redact-pii"),
+        (("--redact-pii-sub", "hash"), "--redact-pii-sub needs"),
+        (("--redact-pii", "phone_number", "--redact-pii-sub", "stars"), "--redact-pii-sub"),
+    ],
+)
+def test_privacy_inputs_are_validated(gcloud, args, complaint):
+    done, calls = gcloud(*args)
+    assert done.returncode != 0 and complaint in done.stderr and calls == []

@@ -26,7 +26,15 @@ from conftest import process_logs, upload_sample, wait_for_document, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meeting_actions import action_items, generate, hints, inputs, logs, text, uploads
+from meeting_actions import (
+    action_items,
+    generate,
+    hints,
+    inputs,
+    logs,
+    storage_object,
+    text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "https://media.example/a.mp3"
@@ -89,7 +97,7 @@ def test_every_validation_pattern_matches_the_whole_text():
     with pytest.raises(inputs.InvalidRequest):
         inputs.webhook_event({"transcript_id": "abc\n", "status": "completed"})
     with pytest.raises(ValueError):
-        uploads.parse({"bucket": "team-recordings\n", "name": "a.mp3", "generation": "1"})
+        storage_object.parse({"bucket": "team-recordings\n", "name": "a.mp3", "generation": "1"})
 
 
 # --- 4. the webhook: junk hints on its query, junk in its body --------------------------
@@ -136,7 +144,7 @@ def test_webhook_drops_unknown_or_malformed_hints(stack, functions, standin, db,
 
 
 def test_the_hints_submit_writes_are_read_back_whole():
-    source = uploads.parse(
+    source = storage_object.parse(
         {
             "bucket": "team-recordings",
             "name": "recordings/週次 #1.mp3",
@@ -180,7 +188,7 @@ def test_a_log_line_never_crashes(capsys):
 def _send_event(fn, data) -> requests.Response:
     event = CloudEvent(
         {
-            "type": uploads.EVENT_TYPE,
+            "type": storage_object.EVENT_TYPE,
             "source": "//storage.googleapis.com/projects/_/buckets/team-recordings",
         },
         data,
@@ -195,7 +203,7 @@ GOOD_OBJECT = {"bucket": "team-recordings", "generation": "7", "contentType": "a
 def test_a_storage_event_with_a_lone_surrogate_is_acknowledged(stack, storage_events_fn, standin):
     before = transcripts_created(standin)
     # A lone surrogate cannot travel in UTF-8 JSON as a character: as an escape it can.
-    event = {"specversion": "1.0", "type": uploads.EVENT_TYPE, "source": "//s", "id": "1",
+    event = {"specversion": "1.0", "type": storage_object.EVENT_TYPE, "source": "//s", "id": "1",
              "datacontenttype": "application/json",
              "data": dict(GOOD_OBJECT, name="recordings/a\udc80.mp3")}  # fmt: skip
     answer = requests.post(
@@ -241,7 +249,7 @@ def test_a_storage_event_whose_time_has_no_offset_is_submitted(stack, storage_ev
 
 
 def test_storage_times_are_read_as_utc_without_an_offset():
-    obj = uploads.parse({"bucket": "b-1", "name": "a.mp3", "generation": "1",
+    obj = storage_object.parse({"bucket": "b-1", "name": "a.mp3", "generation": "1",
                          "timeCreated": "2026-12-01T10:00:00"})  # fmt: skip
     assert obj.time_created is not None and obj.time_created.utcoffset().total_seconds() == 0
 

@@ -37,7 +37,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local import stack as local_stack
-from meeting_actions import action_items, config, generate, hints, record, text, uploads
+from meeting_actions import (
+    action_items,
+    config,
+    generate,
+    hints,
+    record,
+    storage_object,
+    text,
+)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -523,13 +531,13 @@ good_object = st.fixed_dictionaries(
 def _refused_event(type_: str, data: object, cfg: config.Config) -> bool:
     """What the trigger must acknowledge without writing: the product's own
     reading of the event, before any claim."""
-    if type_ != uploads.EVENT_TYPE:
+    if type_ != storage_object.EVENT_TYPE:
         return True
     try:
-        obj = uploads.parse(data)
+        obj = storage_object.parse(data)
     except ValueError:
         return True
-    if uploads.skip_reason(obj, cfg):
+    if storage_object.skip_reason(obj, cfg):
         return True
     age = dt.timedelta(seconds=cfg.max_event_age)
     return bool(obj.time_created and record.now() - obj.time_created > age)

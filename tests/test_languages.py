@@ -11,7 +11,15 @@ import json
 import pytest
 from conftest import SAMPLES, upload_sample, wait_for_document
 
-from meeting_actions import action_items, config, inputs, languages, moments, tokens, uploads
+from meeting_actions import (
+    action_items,
+    config,
+    inputs,
+    languages,
+    moments,
+    storage_object,
+    tokens,
+)
 
 
 def sample(name: str) -> dict:
@@ -222,10 +230,10 @@ def test_language_fields_are_checked_against_the_spec(body, field):
 
 
 def test_upload_metadata_and_environment_defaults_carry_the_language_settings():
-    obj = uploads.StorageObject("b", "m.wav", "1", 10, "audio/wav", {
+    obj = storage_object.StorageObject("b", "m.wav", "1", 10, "audio/wav", {
         "expected_languages": "es, en", "language_confidence_threshold": "0.6",
         "items_language": "en"}, None)  # fmt: skip
-    sub = uploads.submission_for(obj, "https://s/u")
+    sub = storage_object.submission_for(obj, "https://s/u")
     assert sub.expected_languages == ("es", "en") and sub.language_confidence_threshold == 0.6
     assert sub.items_language == "en" and sub.language_code is None
 

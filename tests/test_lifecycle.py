@@ -21,7 +21,16 @@ from fakes import GOOD_CONTENT, FakeAssemblyAI, MemoryStore, answer
 from functions_framework import create_app
 from google.api_core import exceptions
 
-from meeting_actions import assemblyai, config, hints, inputs, record, submit, uploads
+from meeting_actions import (
+    assemblyai,
+    config,
+    hints,
+    inputs,
+    record,
+    storage_object,
+    submit,
+    uploads,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "in-process-webhook-secret"
@@ -311,7 +320,7 @@ def test_a_crash_on_one_meeting_does_not_stop_the_sweep(product):
 
 def storage_event(name: str = "meetings/standup.mp3", generation: str = "17") -> CloudEvent:
     return CloudEvent(
-        {"type": uploads.EVENT_TYPE, "source": "//storage.googleapis.com/projects/_/buckets/team-recordings"},
+        {"type": storage_object.EVENT_TYPE, "source": "//storage.googleapis.com/projects/_/buckets/team-recordings"},
         {"bucket": "team-recordings", "name": name, "generation": generation, "size": "1000",
          "contentType": "audio/mpeg", "timeCreated": record.now().isoformat()},
     )  # fmt: skip
@@ -319,7 +328,7 @@ def storage_event(name: str = "meetings/standup.mp3", generation: str = "17") ->
 
 def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(product, monkeypatch):
     monkeypatch.setattr(
-        uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?sig=1"
+        storage_object, "signed_url", lambda obj, seconds: "https://signed.example/a?sig=1"
     )
     fn = product.client("transcribe_uploaded_audio", "cloudevent")
     down = {"on": False}
@@ -340,7 +349,7 @@ def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(prod
     # also after the upload's lease ran out.
     assert fn.post("/", headers=headers, data=body).status_code == 500
     down["on"] = False
-    key = uploads.claim_key(uploads.parse(storage_event().get_data()))
+    key = uploads.claim_key(storage_object.parse(storage_event().get_data()))
     product.store.set_field(
         "meetings-uploads", key, lease={"lease_expires_at": record.now() - dt.timedelta(seconds=1)}
     )
@@ -352,7 +361,7 @@ def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(prod
     (tid,) = product.aai.transcripts
     product.aai.finish(tid)
     hook = hints.webhook_url(
-        config.get(), hints.Hints(source=uploads.parse(storage_event().get_data()).source())
+        config.get(), hints.Hints(source=storage_object.parse(storage_event().get_data()).source())
     )
     query = hook.split("?", 1)[1]
     answer_ = product.client("assemblyai_webhook").post(
@@ -369,7 +378,7 @@ def test_firestore_failing_after_assemblyai_accepted_an_upload_submits_once(prod
 
 def test_an_upload_refused_before_acceptance_is_retried_and_submitted_once(product, monkeypatch):
     monkeypatch.setattr(
-        uploads, "signed_url", lambda obj, seconds: "https://signed.example/a?sig=1"
+        storage_object, "signed_url", lambda obj, seconds: "https://signed.example/a?sig=1"
     )
     fn = product.client("transcribe_uploaded_audio", "cloudevent")
     product.aai.submit_error = assemblyai.ApiError("503 Service unavailable", 503)
@@ -385,12 +394,12 @@ def test_an_upload_that_can_never_be_submitted_is_acknowledged_not_retried(produ
     """A permanent failure before AssemblyAI is called (here a signed URL
     longer than submit accepts) ends the upload in error: no retry loop."""
     long_url = "https://signed.example/a?sig=" + "x" * inputs.MAX_URL_BYTES
-    monkeypatch.setattr(uploads, "signed_url", lambda obj, seconds: long_url)
+    monkeypatch.setattr(storage_object, "signed_url", lambda obj, seconds: long_url)
     fn = product.client("transcribe_uploaded_audio", "cloudevent")
     headers, body = to_binary(storage_event(generation="19"))
     for _ in range(2):
         assert fn.post("/", headers=headers, data=body).status_code == 200
-    key = uploads.claim_key(uploads.parse(storage_event(generation="19").get_data()))
+    key = uploads.claim_key(storage_object.parse(storage_event(generation="19").get_data()))
     upload = product.store.doc("meetings-uploads", key)
     assert upload["status"] == "error" and "audio_url" in upload["error"], upload
     assert product.aai.submitted == []

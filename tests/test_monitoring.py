@@ -32,7 +32,7 @@ from google.cloud.logging_v2.types import LogMetric
 from google.protobuf import json_format
 from test_lifecycle import Product, product, storage_event  # noqa: F401 - the fixture
 
-from meeting_actions import assemblyai, config, record, uploads
+from meeting_actions import assemblyai, config, record, storage_object
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"
@@ -248,7 +248,7 @@ def run_meetings(p: Product) -> None:
         def forbidden(*_args: Any, **_kw: Any) -> str:
             raise exceptions.Forbidden("storage.objects.get denied")
 
-        p.monkeypatch.setattr(uploads, "signed_url", forbidden)
+        p.monkeypatch.setattr(storage_object, "signed_url", forbidden)
         headers, body = to_binary(storage_event(generation="99"))
         p.client("transcribe_uploaded_audio", "cloudevent").post("/", headers=headers, data=body)
         p.monkeypatch.delenv("ASSEMBLYAI_API_KEY")

@@ -13,7 +13,7 @@ import re
 import pytest
 from conftest import SAMPLES, upload_sample, wait_for_document
 
-from meeting_actions import inputs, uploads
+from meeting_actions import inputs, storage_object
 
 NAMES = sorted(p.stem for p in SAMPLES.glob("*.json"))
 LINE = re.compile(r"^\[(?:\d+:)?\d\d:\d\d\] \S")
@@ -193,17 +193,19 @@ def test_bad_speakers_are_refused_naming_the_field(speakers, says):
     assert says in refused.value.message
 
 
-def obj(**metadata) -> uploads.StorageObject:
-    return uploads.StorageObject(
+def obj(**metadata) -> storage_object.StorageObject:
+    return storage_object.StorageObject(
         "b", "m/a.wav", "1", 10, "audio/wav", metadata, None
     )  # fmt: skip
 
 
 def test_object_metadata_names_the_speakers():
-    sub = uploads.submission_for(obj(speakers="Priya, Dana Lee ,Marcus", team="web"), "https://s/u")
+    sub = storage_object.submission_for(
+        obj(speakers="Priya, Dana Lee ,Marcus", team="web"), "https://s/u"
+    )
     assert [s.name for s in sub.speakers] == ["Priya", "Dana Lee", "Marcus"]
     assert sub.metadata == {"team": "web"}, "speakers is an override, not metadata"
-    sub = uploads.submission_for(
+    sub = storage_object.submission_for(
         obj(speakers="Priya: runs finance, and the budget; Dana: chairs; Marcus"), "https://s/u"
     )
     assert sub.speakers == (
@@ -214,9 +216,11 @@ def test_object_metadata_names_the_speakers():
 
 
 def test_bad_speakers_metadata_is_ignored_and_the_rest_kept():
-    sub = uploads.submission_for(
+    sub = storage_object.submission_for(
         obj(speakers="x" * 40, language_code="de", team="web"), "https://s/u"
     )
     assert sub.speakers == () and sub.language_code == "de" and sub.metadata == {"team": "web"}
-    sub = uploads.submission_for(obj(speakers="Priya", speaker_labels="false"), "https://s/u")
+    sub = storage_object.submission_for(
+        obj(speakers="Priya", speaker_labels="false"), "https://s/u"
+    )
     assert sub.speakers == () and sub.speaker_labels is False

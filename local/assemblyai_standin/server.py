@@ -322,13 +322,16 @@ class StandIn:
             "speaker_labels": body.get("speaker_labels", False),
             "speakers_expected": body.get("speakers_expected"),
             "auto_highlights": False,
-            "redact_pii": False,
+            "redact_pii": bool(body.get("redact_pii")),
             "summarization": False,
             "webhook_url": body.get("webhook_url"),
             "webhook_auth": bool(body.get("webhook_auth_header_name")),
             "webhook_auth_header_name": body.get("webhook_auth_header_name"),
             "webhook_status_code": None,
         }
+        if body.get("redact_pii"):
+            transcript["redact_pii_policies"] = body.get("redact_pii_policies")
+            transcript["redact_pii_sub"] = body.get("redact_pii_sub") or "hash"
         if body.get("speech_understanding"):
             transcript["speech_understanding"] = {
                 "request": body["speech_understanding"]["request"]
@@ -519,6 +522,12 @@ class StandIn:
                 **transcripts.language(t, internal["detection"], sample),
                 speech_model_used=(t["speech_models"] or ["universal-3-pro"])[0],
             )
+            if t["redact_pii"]:
+                # As AssemblyAI does: only `text` is redacted, never the
+                # utterances or words.
+                t["text"] = transcripts.redact(
+                    t["text"], t.get("redact_pii_policies") or [], t.get("redact_pii_sub") or "hash"
+                )
         except ValueError as exc:
             time.sleep(
                 self.settings.transcription_seconds
@@ -750,6 +759,9 @@ class StandIn:
             carried_transcript_id=substitute is not None,
             substituted=substituted,
             transcript_lines=len(lines),
+            # What the model read (after the substitution) and answered.
+            prompt_text="\n".join(rules.message_text(m) for m in messages),
+            answer_text=content,
             instructions=rules.instructions(messages),
             input_tokens=usage_in,
             output_tokens=usage_out,

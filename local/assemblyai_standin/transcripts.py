@@ -264,3 +264,27 @@ def language(transcript: dict, options: dict, sample: dict) -> dict[str, Any]:
             f"confidence threshold value of '{limit}'"
         )
     return {"language_code": code, "language_confidence": confidence}
+
+
+# --- PII redaction ----------------------------------------------------------
+
+# The policies the stand-in can redact, and what it finds for each.
+_PII = {
+    "phone_number": re.compile(r"\(?\b\d{3}\)?[-. ]\d{3}[-. ]\d{4}\b|\b\d{3}-\d{4}\b"),
+    "email_address": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),
+}
+
+
+def redact(text: str, policies: list[str], sub: str) -> str:
+    """`text` with each match of a supported policy replaced: by `#` for
+    each character (redact_pii_sub "hash", the default) or by the entity's
+    name ("entity_name": "[PHONE_NUMBER]")."""
+    for policy in policies:
+        pattern = _PII.get(policy)
+        if pattern is None:
+            continue
+        if sub == "entity_name":
+            text = pattern.sub(f"[{policy.upper()}]", text)
+        else:
+            text = pattern.sub(lambda m: re.sub(r"\S", "#", m.group(0)), text)
+    return text

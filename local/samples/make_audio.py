@@ -30,5 +30,6 @@ if __name__ == "__main__":
     write(here / "weekly-sync.wav", 440)
     write(here / "launch-review.wav", 523)
     write(here / "planning-offsite.wav", 587)
+    write(here / "vendor-call.wav", 784)
     write(here / "revision-trimestral.wav", 659)
     write(here / "teireikai.wav", 698)
