@@ -26,4 +26,9 @@ Modules, one concern each:
     notify_http   one attempt: a plain HTTP POST under one deadline
     utterances    the turns read from the transcript, and the prompt lines
     moments       quote checks and links
+    tokens        the words of a quote or a turn, by character where a script has no spaces
+    languages     AssemblyAI's language codes, named in words; detection options
+    models        which LLM Gateway models to ask, in order, and which may be asked now
+    privacy       PII redaction options, and keeping redacted PII out of the prompt
+    retention     expire_at on every document, and the transcript deleted once at AssemblyAI
 """
