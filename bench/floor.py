@@ -40,7 +40,7 @@ from google.cloud import firestore
 
 from bench import stats
 from local import stack as local_stack
-from meeting_actions import action_items, config, record
+from meeting_actions import config, prompt, record
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
 
 
@@ -271,8 +271,8 @@ def run(sizes: tuple[int, ...] = (100,), warmup: int = 5) -> dict:
                 "webhook_auth_header_name": WEBHOOK_SECRET_HEADER,
                 "webhook_auth_header_value": stack.webhook_secret,
             },
-            action_items.request_body(
-                "", cfg.llm_model, action_items.DEFAULT_ANSWER_FORMAT, cfg.llm_max_tokens
+            prompt.request_body(
+                "", cfg.llm_model, prompt.DEFAULT_ANSWER_FORMAT, cfg.llm_max_tokens
             ),
             ours_doc,
         )

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from local.assemblyai_standin import rules, server, transcripts  # noqa: E402
-from meeting_actions import action_items, moments  # noqa: E402
+from meeting_actions import action_items, moments, prompt  # noqa: E402
 
 SAMPLES = ROOT / "local" / "samples"
 MODEL = "claude-sonnet-4-6"  # the product's default LLM_MODEL
@@ -132,15 +132,15 @@ def transcript_of(meeting: dict, identified: bool) -> dict:
 def prompts(t: dict) -> dict[str, dict]:
     """Both request bodies for one transcript, and the text each model reads."""
     meeting = moments.read(t)
-    utter = action_items.request_body(
-        "bench", MODEL, action_items.DEFAULT_ANSWER_FORMAT, 4000, meeting.lines, meeting.unnamed
+    utter = prompt.request_body(
+        "bench", MODEL, prompt.DEFAULT_ANSWER_FORMAT, 4000, meeting.lines, meeting.unnamed
     )
-    holder = action_items.request_body("bench", MODEL, action_items.DEFAULT_ANSWER_FORMAT, 4000)
+    holder = prompt.request_body("bench", MODEL, prompt.DEFAULT_ANSWER_FORMAT, 4000)
     out = {}
     for kind, body in (("utterances", utter), ("placeholder", holder)):
         # As the gateway (and the stand-in) counts it: after substitution.
         text = "".join(m["content"] for m in body["messages"]).replace(
-            action_items.PLACEHOLDER, t["text"], 1
+            prompt.PLACEHOLDER, t["text"], 1
         )
         out[kind] = {
             "body": body,
@@ -285,7 +285,7 @@ step("read the transcript as it arrives", t0)
 t0 = time.process_time()
 meeting = moments.read(transcript)
 transcript.pop("utterances")                   # as generate.py does
-body = action_items.request_body("t", "m", "bullet points", 4000, meeting.lines, meeting.unnamed)
+body = prompt.request_body("t", "m", "bullet points", 4000, meeting.lines, meeting.unnamed)
 meeting.lines = ""
 sent = json.dumps(body).encode()               # what requests sends
 step("build the prompt", t0)

@@ -6,7 +6,8 @@ Modules, one concern each:
     transport     the pooled HTTP session, timeouts and bounded retries
     text          the one check for text from outside: refuse or repair, in bytes
     assemblyai    AssemblyAI's transcript API and LLM Gateway
-    action_items  the prompt, the JSON schema and parsing of the answer
+    prompt        the action-item prompts and JSON schemas: the gateway request
+    action_items  parsing of the answer, its byte caps, the readable list
     inputs        validation of what callers send to the functions
     record        the Firestore document of one meeting, and its claim
     lifecycle     the states, who moves each on and by when, failure kinds, results

@@ -22,6 +22,7 @@ from . import (
     notify,
     outcomes,
     privacy,
+    prompt,
     record,
     retention,
     text,
@@ -198,8 +199,8 @@ def _generate(
     transcript.pop("utterances", None)
     person = asked.llm_model if asked.llm_model not in (None, cfg.llm_model) else None
     items_language = languages.items_language(held.data, hints.items_language, transcript)
-    body = action_items.request_body(
-        tid, person or cfg.llm_model, answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+    body = prompt.request_body(
+        tid, person or cfg.llm_model, answer_format or prompt.DEFAULT_ANSWER_FORMAT,
         cfg.llm_max_tokens, meeting.lines if meeting.turns else None, meeting.unnamed,
         languages.name(items_language),
     )  # fmt: skip

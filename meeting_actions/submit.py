@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from . import (
-    action_items,
     assemblyai,
     inputs,
     languages,
     lifecycle,
     logs,
     privacy,
+    prompt,
     record,
     retention,
 )
@@ -31,7 +31,7 @@ def options_of(sub: inputs.Submission, cfg: Config) -> dict[str, Any]:
         # On unless the caller turns them off: they give the items their moments.
         "speaker_labels": sub.speaker_labels is not False,
         "speakers": [s.name for s in sub.speakers] or None,
-        "answer_format": sub.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+        "answer_format": sub.answer_format or prompt.DEFAULT_ANSWER_FORMAT,
         **redaction_of(sub, cfg),
         **language_options(sub, cfg),
     }

@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 from . import (
-    action_items,
     assemblyai,
     generate,
     inputs,
@@ -23,6 +22,7 @@ from . import (
     models,
     notify,
     privacy,
+    prompt,
     record,
     retention,
 )
@@ -67,7 +67,7 @@ def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[
             "language_code": transcript.get("language_code"),
             "speaker_labels": transcript.get("speaker_labels"),
             "speakers": [n for n in names if isinstance(n, str)][: inputs.MAX_SPEAKERS] or None,
-            "answer_format": hints.answer_format or action_items.DEFAULT_ANSWER_FORMAT,
+            "answer_format": hints.answer_format or prompt.DEFAULT_ANSWER_FORMAT,
             **_redaction_asked(transcript),
             "items_language": hints.items_language,
         },

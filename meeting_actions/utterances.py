@@ -46,7 +46,7 @@ from array import array
 from collections.abc import Iterator
 from typing import Any
 
-from . import action_items
+from . import prompt
 from .action_items import clock, storable
 from .tokens import split
 from .tokens import words_of as tokens_of
@@ -342,7 +342,7 @@ def _safe(text: str, keys: dict[str, str]) -> str:
     """A turn's text on a prompt line: no line breaks, no placeholder, no
     tags, and no word that reads as a turn's start ("B:" becomes "B :")."""
     text = " ".join(storable(text).split())
-    text = text.replace(action_items.PLACEHOLDER, "{ transcript }").replace("{{", "{ {")
+    text = text.replace(prompt.PLACEHOLDER, "{ transcript }").replace("{{", "{ {")
     words = _TRANSCRIPT_TAG.sub("(transcript)", text).split(" ")
     return " ".join(f"{w[:-1]} :" if w[-1:] == ":" and w[:-1] in keys else w for w in words)
 

@@ -2,22 +2,22 @@
 
 import json
 
-from meeting_actions import action_items
+from meeting_actions import action_items, prompt
 
 
 def test_request_uses_the_exact_placeholder_once_and_asks_for_the_schema():
-    body = action_items.request_body("tid-1", "claude-sonnet-4-6", "a numbered list", 2000)
+    body = prompt.request_body("tid-1", "claude-sonnet-4-6", "a numbered list", 2000)
     assert body["transcript_id"] == "tid-1"
     contents = [m["content"] for m in body["messages"]]
     assert sum(c.count("{{ transcript }}") for c in contents) == 1
     assert "{{ transcript }}" not in contents[0], "the system message must not hold it"
     assert "a numbered list" in contents[1]
     assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["json_schema"]["schema"] == action_items.SCHEMA
+    assert body["response_format"]["json_schema"]["schema"] == prompt.SCHEMA
 
 
 def test_answer_format_cannot_smuggle_a_second_placeholder():
-    body = action_items.request_body("t", "m", "{{ transcript }} twice", 100)
+    body = prompt.request_body("t", "m", "{{ transcript }} twice", 100)
     assert sum(m["content"].count("{{ transcript }}") for m in body["messages"]) == 1
 
 

@@ -17,6 +17,7 @@ from meeting_actions import (
     inputs,
     languages,
     moments,
+    prompt,
     storage_object,
     tokens,
 )
@@ -250,8 +251,8 @@ def test_upload_metadata_and_environment_defaults_carry_the_language_settings():
 def test_the_prompt_names_the_language_in_words():
     assert languages.name("es") == "Spanish" and languages.name("en_uk") == "English"
     assert languages.name("ja") == "Japanese" and languages.name("no") == "Norwegian"
-    body = action_items.request_body("t", "m", "bullet points", 100, "A = X\n[0] A: hola", False,
+    body = prompt.request_body("t", "m", "bullet points", 100, "A = X\n[0] A: hola", False,
                                      "German")  # fmt: skip
     assert "in German" in body["messages"][1]["content"]
-    placeholder = action_items.request_body("t", "m", "bullet points", 100, None, False, "German")
+    placeholder = prompt.request_body("t", "m", "bullet points", 100, None, False, "German")
     assert "in German" in placeholder["messages"][1]["content"]

@@ -21,6 +21,7 @@ from meeting_actions import (
     inputs,
     lifecycle,
     moments,
+    prompt,
     record,
     submit,
     transcript_ready,
@@ -59,7 +60,7 @@ def transcript_of(name: str, identified: bool = True, said: dict[int, str] | Non
 
 def ask(meeting: moments.Meeting) -> dict:
     """The request body the webhook sends for this meeting."""
-    return action_items.request_body(
+    return prompt.request_body(
         "tid", "claude-sonnet-4-6", "bullet points", 4000, meeting.lines, meeting.unnamed
     )
 
@@ -98,9 +99,9 @@ def test_a_legend_of_letters_then_one_line_per_minute_and_no_words():
     body = ask(meeting)
     user = body["messages"][1]["content"]
     assert f"<transcript>\n{meeting.lines}\n</transcript>" in user
-    assert action_items.PLACEHOLDER not in json.dumps(body["messages"])
+    assert prompt.PLACEHOLDER not in json.dumps(body["messages"])
     assert '"confidence"' not in user and "Speaker" not in meeting.lines
-    assert body["response_format"]["json_schema"]["schema"] == action_items.MOMENTS_SCHEMA
+    assert body["response_format"]["json_schema"]["schema"] == prompt.MOMENTS_SCHEMA
     assert "transcript_id" not in body, "the id goes only with the placeholder"
 
 
@@ -121,10 +122,10 @@ def test_unnamed_speakers_are_letters_in_the_prompt_and_speaker_x_in_the_documen
     assert lines[:4] == [f"{k} = not identified" for k in "ABCD"]
     assert " B: Before we start" in lines[4]
     assert meeting.unnamed and meeting.labels["B"] == "Speaker B"
-    assert action_items.LABELS_NOTE in ask(meeting)["messages"][1]["content"]
+    assert prompt.LABELS_NOTE in ask(meeting)["messages"][1]["content"]
     named = moments.read(transcript_of("weekly-sync"))
     assert not named.unnamed
-    assert action_items.LABELS_NOTE not in ask(named)["messages"][1]["content"]
+    assert prompt.LABELS_NOTE not in ask(named)["messages"][1]["content"]
 
 
 def test_a_speaker_without_a_label_gets_a_letter_nobody_has():
@@ -149,9 +150,9 @@ def test_without_utterances_the_placeholder_prompt_stays():
     t["utterances"] = None
     meeting = moments.read(t)
     assert meeting.turns == [] and meeting.lines == ""
-    body = action_items.request_body("tid", "m", "a numbered list", 100)
-    assert action_items.PLACEHOLDER in body["messages"][1]["content"]
-    assert body["response_format"]["json_schema"]["schema"] == action_items.SCHEMA
+    body = prompt.request_body("tid", "m", "a numbered list", 100)
+    assert prompt.PLACEHOLDER in body["messages"][1]["content"]
+    assert body["response_format"]["json_schema"]["schema"] == prompt.SCHEMA
 
 
 def test_what_is_said_cannot_break_the_prompt():
@@ -484,7 +485,7 @@ def test_webhook_writes_checked_moments_and_the_speakers(aai):
         "[00:52] Priya: Send the revised budget to finance (due Friday)"
     )
     assert aai.reads[tid] == 1, "the transcript is read once"
-    assert action_items.PLACEHOLDER not in json.dumps(bodies[0]["messages"])
+    assert prompt.PLACEHOLDER not in json.dumps(bodies[0]["messages"])
 
 
 def test_webhook_without_utterances_keeps_the_placeholder_prompt(aai):
@@ -505,7 +506,7 @@ def test_webhook_without_utterances_keeps_the_placeholder_prompt(aai):
         CFG, tid, hints.Hints(), lifecycle.deadline_of(CFG)
     ).status == ("completed")
     doc = aai.store.doc("meetings", tid)
-    assert action_items.PLACEHOLDER in bodies[0]["messages"][1]["content"]
+    assert prompt.PLACEHOLDER in bodies[0]["messages"][1]["content"]
     assert doc["llm"]["prompt"] == "placeholder" and doc["speakers"] is None
     assert doc["action_items"] == [
         {"text": "Send the revised budget", "owner": "Priya", "due": "Friday"}

@@ -23,7 +23,7 @@ from assemblyai.llm_gateway.v1 import models as gateway_models
 from conftest import SAMPLES
 
 from local.assemblyai_standin import spec
-from meeting_actions import action_items
+from meeting_actions import prompt
 
 SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.json"))
 TRUTH = [
@@ -354,8 +354,8 @@ def test_chat_answer_follows_the_spec_and_the_sdk(sdk, stack):
 # --- the rules against the ground truth ----------------------------------------
 
 # The product's own schemas: with moments (issue 11), and without them.
-ITEM_SCHEMA = action_items.MOMENTS_SCHEMA
-OLD_SCHEMA = action_items.SCHEMA
+ITEM_SCHEMA = prompt.MOMENTS_SCHEMA
+OLD_SCHEMA = prompt.SCHEMA
 
 
 def stamp(ms: int) -> str:
