@@ -1,15 +1,8 @@
 """Parsing of the model's answer into action items, their caps, and the
 readable list (the prompts and schemas are prompt.py's).
 
-Two prompts. With utterances (speaker labels on, the default) the webhook
-writes the meeting into the prompt itself, a legend of the speakers'
-letters and a `[12] A: ... B: ...` line per minute (utterances.py), and
-asks for each item's quote, time and speaker, which moments.py then
-checks against the transcript. Without them, the LLM Gateway puts the
-transcript's plain text where the exact placeholder `{{ transcript }}`
-stands, and items have no moments. The model is asked for structured
-output, but the parser copes with a model that answers in plain text or
-is cut off at max_tokens.
+The model is asked for structured output, but the parser copes with a
+model that answers in plain text or is cut off at max_tokens.
 """
 
 from __future__ import annotations
