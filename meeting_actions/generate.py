@@ -352,5 +352,6 @@ def _notify_now(cfg: Config, tid: str, deadline: float, started: float) -> None:
         return
     try:
         notify.deliver(cfg, tid, timeout=budget)
-    except Exception:  # noqa: BLE001 - the notification stays due; the sweep retries
-        logs.warning("could not send the notification now; the sweep will", tid)
+    except Exception as exc:  # noqa: BLE001 - the notification stays due; the sweep retries
+        logs.warning("could not send the notification now; the sweep will", tid,
+                     error=_reason(exc), error_type=type(exc).__name__)  # fmt: skip

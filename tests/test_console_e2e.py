@@ -47,8 +47,11 @@ class Console:
         self.server.shutdown()
         self.server.server_close()
 
-    def meeting(self, db, notify_url: str | None = None, **body) -> tuple[str, dict]:
-        """A meeting through to `completed`, its notification recorded."""
+    def meeting(
+        self, db, notify_url: str | None = None, notified: bool = True, **body
+    ) -> tuple[str, dict]:
+        """A meeting through to `completed`, its first notification delivered
+        (unless `notified` is false: a test that does not look at it)."""
         answer = self.fns.submit_json(
             {"audio_url": upload_sample(self.stack), "notify_url": notify_url or self.url, **body}
         )
@@ -56,6 +59,8 @@ class Console:
         tid = answer.json()["transcript_id"]
         doc = wait_for_document(db, f"{self.collection}/{tid}", ("completed", "error"), 60)
         assert doc["status"] == "completed", doc.get("error")
+        if not notified:
+            return tid, doc
         doc = wait_until(
             lambda: (d := self.doc(db, tid))["notification"]["status"] == "delivered" and d,
             20,
