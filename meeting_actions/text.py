@@ -36,10 +36,14 @@ class BadText(ValueError):
 
 def utf8_size(value: str) -> int:
     """Bytes the text takes in UTF-8 (a lone surrogate counts as 3, as escaped)."""
+    if value.isascii():  # the usual case, without a copy
+        return len(value)
     return len(value.encode("utf-8", "surrogatepass"))
 
 
 def has_lone_surrogate(value: str) -> bool:
+    if value.isascii():
+        return False
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

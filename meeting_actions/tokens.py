@@ -15,10 +15,13 @@ One pass over the text, a constant amount of work per character.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
-_NOT_WORD = re.compile(r"[\W_]+")
+# ASCII: everything but letters and digits dropped, letters lowered (what
+# NFKC and casefold do to ASCII), in one str.translate.
+_ASCII_TOKEN = str.maketrans(
+    {chr(c): (chr(c).lower() if chr(c).isalnum() else None) for c in range(128)}
+)
 
 # Scripts written without spaces between words (code point ranges).
 _SPACELESS = (
@@ -52,7 +55,7 @@ def split(piece: str) -> list[tuple[str, str]]:
     """A whitespace-free piece of text as (token, raw) pairs: the token as
     compared, and the piece's text it stands for (punctuation included)."""
     if piece.isascii():
-        token = _NOT_WORD.sub("", piece.casefold())
+        token = piece.translate(_ASCII_TOKEN)
         return [(token, piece)] if token else []
     tokens: list[list[str]] = []  # [token, raw]
     pending = ""  # stripped characters before the first token

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import re
 import string
@@ -61,6 +62,9 @@ MAX_TURN_MS = 120_000
 # list (200,000 tokens). About eleven hours of speech (bench/moments.py).
 MAX_PROMPT_CHARS = 600_000
 UNIDENTIFIED = "not identified"
+# Distinct word texts whose split the process keeps (_pairs, least recently
+# said dropped first): a language's common words, a few MiB at most.
+WORDS_KEPT = 20_000
 
 _LABEL = re.compile(r"[A-Z]{1,2}")
 _TRANSCRIPT_TAG = re.compile(r"</?\s*transcript\s*>", re.I)
@@ -98,8 +102,9 @@ class Sayings:
     """A transcript's utterances, read one by one (said())."""
 
     def __init__(self) -> None:
-        # Each distinct word and token once, however often it is said.
+        # Each distinct speaker once, however often they speak (words: _pairs).
         self.seen: dict[str, str] = {}
+        self.split = _pairs
 
     def said(self, u: Any) -> Said | None:
         """The utterance, or None for one without a text or a start."""
@@ -110,7 +115,7 @@ class Sayings:
             if start is None:
                 return None
             end = max(start, _int(u.get("end")) or start)
-            tokens, starts, raw = _words(u, start, end, self.seen)
+            tokens, starts, raw = _words(u, start, end, self)
         except (AttributeError, TypeError, ValueError):
             return None  # an odd utterance costs its own moments, never the meeting's
         return Said(u.get("speaker"), start, end, u["text"], tokens, starts, raw)
@@ -303,8 +308,16 @@ def _give_keys(turns: list[Turn], mapping: dict[str, str], labels: dict[str, str
         turn.key = key
 
 
+@functools.lru_cache(maxsize=WORDS_KEPT)
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """A word's (token, raw) pairs. Kept for the process's most frequent
+    words: a word is split once, not each time any meeting says it, and
+    each kept word's strings are held once however often they are said."""
+    return tuple(pair for piece in text.split() for pair in split(piece))
+
+
 def _words(
-    u: dict[str, Any], start: int, end: int, seen: dict[str, str]
+    u: dict[str, Any], start: int, end: int, sayings: Sayings
 ) -> tuple[list[str], list[int], list[str]]:
     """The utterance's words as compared, their starts (ms) and their text,
     each string the one `seen` first. Without usable word timings, the
@@ -315,23 +328,24 @@ def _words(
     words = u.get("words")
     if isinstance(words, list) and words:
         for w in words:
-            if not isinstance(w, dict) or not isinstance(w.get("text"), str):
+            if not isinstance(w, dict) or not isinstance(text := w.get("text"), str):
                 continue
-            at = _int(w.get("start"))
-            for piece in w["text"].split():
-                for t, r in split(piece):
-                    tokens.append(seen.setdefault(t, t))
-                    starts.append(start if at is None else at)
-                    raw.append(seen.setdefault(r, r))
+            at = w.get("start")
+            if type(at) is not int or not 0 <= at < 10**12:  # the usual case, checked fast
+                at = _int(at)
+            for t, r in sayings.split(text):
+                tokens.append(t)
+                starts.append(start if at is None else at)
+                raw.append(r)
         if tokens:
             return tokens, starts, raw
     pieces = u["text"].split()
     span = max(end - start, 1)
     for i, piece in enumerate(pieces):
-        for t, r in split(piece):
-            tokens.append(seen.setdefault(t, t))
+        for t, r in sayings.split(piece):
+            tokens.append(t)
             starts.append(start + span * i // len(pieces))
-            raw.append(seen.setdefault(r, r))
+            raw.append(r)
     return tokens, starts, raw
 
 

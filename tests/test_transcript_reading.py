@@ -28,6 +28,15 @@ from meeting_actions import (
 )
 
 
+@pytest.fixture(autouse=True, params=["read whole", "read as it arrives"])
+def reading(request, monkeypatch):
+    """Every test here both ways: a short JSON is read whole, a long one as
+    it arrives (here, any JSON longer than nothing)."""
+    if request.param == "read as it arrives":
+        monkeypatch.setattr(assemblyai, "WHOLE_CHARS", 0)
+    return request.param
+
+
 def full_transcript(name: str = "weekly-sync", hours: float = 0) -> dict:
     """A completed transcript in AssemblyAI's full shape, as the stand-in
     answers it (top-level words and text, utterances with their words)."""
