@@ -40,8 +40,9 @@
 #   -h, --help              this text
 #
 # The AssemblyAI API key is read from ASSEMBLYAI_API_KEY, or prompted for
-# without echo. It is only ever passed to gcloud on standard input: never on
-# a command line, in the output, or in a function's plain environment.
+# without echo. It is only ever passed to gcloud (and, by --verify, to curl)
+# on standard input: never on a command line, in the output, or in a
+# function's plain environment.
 #
 # IAM changes take minutes to propagate. The steps that race them are retried
 # on Google's own error texts, up to DEPLOY_RETRY_ATTEMPTS times (default 8),
@@ -59,7 +60,8 @@ REGION=${REGION:-us-central1}
 BUCKET=${BUCKET:-}
 AUDIO_PREFIX=${AUDIO_PREFIX:-}
 COLLECTION=${FIRESTORE_COLLECTION:-meetings}
-LLM_MODEL=${LLM_MODEL:-claude-sonnet-4-6}
+DEFAULT_LLM_MODEL=claude-sonnet-4-6 # the functions' own default too (meeting_actions/config.py)
+LLM_MODEL=${LLM_MODEL:-$DEFAULT_LLM_MODEL}
 LLM_FALLBACK_MODELS=${LLM_FALLBACK_MODELS:-}
 AAI_REGION=${ASSEMBLYAI_REGION:-us}
 NOTIFY_URL=${NOTIFY_URL:-}
@@ -733,6 +735,70 @@ http_status() {
   curl -sS -o /dev/null -w '%{http_code}' --max-time 60 -X "$method" "$@" "$url" 2>/dev/null || true
 }
 
+# verify_models: one check per configured LLM model (LLM_MODEL, then each fallback):
+# is it on the gateway's list (GET /v1/models)? The models, region and gateway are the
+# webhook's own settings, or this script's when it cannot be described. The API key is
+# read from Secret Manager and reaches curl as a header on standard input only.
+verify_models() {
+  local e=serviceConfig.environmentVariables settings model fallbacks region base source
+  local key out code ids reason=""
+  local -a configured=() models=()
+  if settings=$(gcloud functions describe "$FN_WEBHOOK" --region="$REGION" --project="$PROJECT" \
+    --format="value[separator=\"|\"]($e.LLM_MODEL,$e.LLM_FALLBACK_MODELS,$e.ASSEMBLYAI_REGION,$e.LLM_GATEWAY_BASE_URL)" \
+    2>/dev/null); then
+    IFS='|' read -r model fallbacks region base <<<"$settings" || true
+    source="the environment of $FN_WEBHOOK"
+  else
+    model=$LLM_MODEL fallbacks=$LLM_FALLBACK_MODELS region=$AAI_REGION base=""
+    source="this script's options ($FN_WEBHOOK could not be described)"
+  fi
+  # As the functions read them (config.py): blanks dropped, each model once, in order.
+  model=${model//[[:space:]]/}
+  IFS=, read -r -a configured <<<"${model:-$DEFAULT_LLM_MODEL},${fallbacks//[[:space:]]/}"
+  for model in "${configured[@]}"; do
+    if [[ -n $model && " ${models[*]} " != *" $model "* ]]; then
+      models+=("$model")
+    fi
+  done
+  region=${region,,}
+  if [[ -z $base ]]; then
+    base=https://llm-gateway.assemblyai.com/v1
+    [[ $region == eu ]] && base=https://llm-gateway.eu.assemblyai.com/v1
+  fi
+  base=${base%/}
+  echo "  (LLM models from $source; gateway $base)"
+
+  if ! [[ $base =~ $url_re ]]; then
+    reason="the gateway URL is not https (LLM_GATEWAY_BASE_URL): the API key is not sent to it"
+  elif ! key=$(gcloud secrets versions access latest --secret="$KEY_SECRET" --project="$PROJECT" 2>/dev/null) ||
+    [[ -z $key ]]; then
+    reason="could not read the API key from secret $KEY_SECRET: the account running deploy.sh"
+    reason+=" needs secretmanager.versions.access on it (roles/secretmanager.secretAccessor)"
+  else
+    out=$(printf 'Authorization: %s\n' "$key" | curl -sS --max-time 30 -w '\n%{http_code}' -H @- \
+      "$base/models" 2>/dev/null || true)
+    key=""
+    code=${out##*$'\n'}
+    ids=$(grep -oE '"id"[[:space:]]*:[[:space:]]*"[^"]*"' <<<"${out%$'\n'*}" |
+      sed -E 's/.*"([^"]*)"$/\1/; s#\\/#/#g' || true)
+    if [[ $code == 401 ]]; then
+      reason="the gateway refused the stored API key (HTTP 401; store a new one with --update-api-key)"
+    elif [[ $code != 200 ]]; then
+      reason="the gateway's list could not be read (HTTP ${code:-000} from GET $base/models)"
+    elif [[ -z $ids ]]; then
+      reason="the gateway's list has no model ids"
+    fi
+  fi
+  for model in "${models[@]}"; do
+    if [[ -n $reason ]]; then
+      check "model $model is on the gateway's list" false "$reason"
+    else
+      check "model $model is on the gateway's list" "$(holds grep -qxF -- "$model" <<<"$ids")" \
+        "not listed; the gateway lists $(grep -c . <<<"$ids") models, such as: $(head -n 5 <<<"$ids" | paste -sd ' ')"
+    fi
+  done
+}
+
 verify() {
   echo
   echo "Verifying meeting-actions in $PROJECT ($REGION): proves it answers, spends nothing."
@@ -786,6 +852,7 @@ verify() {
     check "scheduler job's last run succeeded" false "no job"
   fi
 
+  verify_models
   verify_monitoring
 
   if ((FAILED_CHECKS > 0)); then

@@ -150,6 +150,13 @@ state = load()
 for kind in ("metrics", "channels", "policies", "dashboards"):
     state.setdefault(kind, {})
 state.setdefault("ids", 0)
+# The LLM Gateway's GET /v1/models (the list documented late 2026); status 200 or the error.
+state.setdefault("gateway", {"status": 200, "models": [
+    "claude-opus-4-7", "claude-opus-4-6", "claude-sonnet-4-6", "claude-opus-4-5-20251101",
+    "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001", "gemini-3.5-flash",
+    "gemini-3-flash-preview", "gpt-5.5"]})
+# Secrets the account running deploy.sh may not read (secretmanager.versions.access).
+state.setdefault("unreadable_secrets", [])
 
 
 def save():
@@ -198,33 +205,72 @@ def sa_exists(member):
     return email in state["sas"]
 
 
+def api_key():
+    """The stored AssemblyAI API key (the newest version), as the gateway would accept it."""
+    for name, secret in state["secrets"].items():
+        if name.endswith("-assemblyai-api-key") and secret["versions"]:
+            return secret["versions"][-1]["data"]
+
+
 def curl():
     from urllib.parse import urlparse
 
     args = sys.argv[1:]
-    method, headers, body, url, i = "GET", [], None, "", 0
+    opts = {"-X": "GET", "-o": None, "-w": ""}
+    headers, from_stdin, body, url, i = [], [], None, "", 0
     while i < len(args):
         a = args[i]
-        if a == "-X":
-            method = args[i + 1]; i += 2
-        elif a == "-H":
-            h = args[i + 1]; i += 2
-            headers += sys.stdin.read().splitlines() if h == "@-" else [h]
-        elif a == "--data-binary":
-            body = args[i + 1]; i += 2
-        elif a in ("-o", "-w", "--max-time"):
-            i += 2
-        elif a.startswith("-"):
+        if a in ("-X", "-H", "--data-binary", "-o", "-w", "--max-time") and i + 1 < len(args):
+            value = args[i + 1]; i += 2
+            if a == "-H" and value == "@-":
+                from_stdin = sys.stdin.read().splitlines()
+                headers += from_stdin
+            elif a == "-H":
+                headers.append(value)
+            elif a == "--data-binary":
+                body = value
+            else:
+                opts[a] = value
+        elif a == "-sS":
             i += 1
+        elif a.startswith("-"):
+            print(f"curl: option {a}: is unknown (fake)", file=sys.stderr)
+            sys.exit(2)
         else:
             url = a; i += 1
+    method = opts["-X"]
+    # Recorded with the stored API key blanked: the tests look for it everywhere else.
+    key = api_key()
+    blank = lambda lines: [h.replace(key, "<the stored API key>") if key else h for h in lines]
     with open(os.path.join(STATE, "curl.jsonl"), "a") as log:
-        log.write(json.dumps({"argv": args, "headers": headers}) + "\n")
-    name = (urlparse(url).hostname or "").split("-abc123")[0]
+        log.write(json.dumps({"argv": args, "url": url, "headers": blank(headers),
+                              "from_stdin": blank(from_stdin)}) + "\n")
+
+    def answer(status, text=""):
+        if opts["-o"] != "/dev/null":
+            sys.stdout.write(text)
+        sys.stdout.write(opts["-w"].replace("%{http_code}", str(status)).replace("\\n", "\n"))
+        save()
+        sys.exit(6 if status == "000" else 0)
+
+    header = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in headers}
+    where = urlparse(url)
+    if where.hostname in ("llm-gateway.assemblyai.com", "llm-gateway.eu.assemblyai.com"):
+        gateway = state["gateway"]
+        if (method, where.path) != ("GET", "/v1/models"):
+            answer(404, '{"error": "not found (fake: only GET /v1/models)"}')
+        if not key or header.get("authorization") != key or gateway["status"] == 401:
+            answer(401, '{"error": "Authentication error, API token missing/invalid", '
+                        '"status": "error"}')
+        if gateway["status"] != 200:
+            answer(gateway["status"], '{"error": {"code": "unavailable", "message": "try later"}}')
+        answer(200, json.dumps({"object": "list", "data": [
+            {"id": m, "object": "model", "owned_by": "assemblyai"} for m in gateway["models"]]},
+            separators=(",", ":")))
+    name = (where.hostname or "").split("-abc123")[0]
     fn = state["functions"].get(name)
     if fn is None:
-        print("000", end="")
-        sys.exit(6)
+        answer("000")
     broken = set(state["broken"])
     auth = any(h.lower().startswith("authorization: bearer ") for h in headers)
     header = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in headers}
@@ -254,8 +300,7 @@ def curl():
             status = 400 if not (body or "").strip() else 202
     else:
         status = 404
-    print(status, end="")
-    save()
+    answer(status)
 
 
 def gcloud():
@@ -378,7 +423,15 @@ def gcloud():
         for v in versions[: int(flag("limit") or 100)]:
             print(f"{v['n']}\t{v['createTime']}")
     elif cmd == "secrets versions access":
-        versions = state["secrets"][flag("secret")]["versions"]
+        unknown = sorted(set(flags) - {"secret", "project"})
+        if unknown or len(pos) != 1:
+            fail(f"ERROR: (gcloud.secrets.versions.access) unrecognized arguments: {unknown} {pos}", 2)
+        name = flag("secret")
+        if name in state["unreadable_secrets"] or name not in state["secrets"]:
+            fail(f"ERROR: (gcloud.secrets.versions.access) PERMISSION_DENIED: Permission "
+                 f"'secretmanager.versions.access' denied for resource 'projects/{project}/secrets/"
+                 f"{name}/versions/{pos[0]}' (or it may not exist).")
+        versions = state["secrets"][name]["versions"]
         print(versions[-1]["data"] if pos[0] == "latest" else versions[int(pos[0]) - 1]["data"])
     elif cmd == "secrets delete":
         state["secrets"].pop(pos[0], None)
@@ -394,6 +447,10 @@ def gcloud():
             print(fn["state"])
         elif fmt == "value(eventTrigger.eventFilters[0].value)":
             print(fn.get("bucket") or "")
+        elif fmt and fmt.startswith('value[separator="|"](') and fmt.endswith(")"):
+            keys, env = fmt[len('value[separator="|"]('):-1].split(","), "serviceConfig.environmentVariables."
+            all(k.startswith(env) for k in keys) or fail(f"fake: unsupported format {fmt}", 3)
+            print("|".join(fn["env"].get(k[len(env):], "") for k in keys))
         elif fmt:
             fail(f"fake: unsupported format {fmt}", 3)
     elif cmd == "functions deploy":
@@ -911,7 +968,7 @@ def test_first_run_deploys_every_function_with_its_own_identity(deployed):
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", created[NOTIFY])
     assert "gcloud auth print-identity-token" in stdout and "firestore" in stdout
     assert f"gcloud secrets versions access latest --secret={NOTIFY} --project={PROJECT}" in stdout
-    assert "All 14 checks passed." in stdout
+    assert "All 15 checks passed." in stdout
 
 
 def test_each_function_mounts_only_its_secrets(deployed):
@@ -1101,7 +1158,7 @@ def test_propagation_delays_on_each_racing_step_are_waited_out(gcloud):
     assert len(argv(calls, "functions", "deploy", f"{P}-webhook")) == 4
     assert len(argv(calls, "functions", "deploy", f"{P}-storage")) == 3
     assert len(argv(calls, "scheduler", "jobs", "run")) == 3
-    assert "All 14 checks passed." in out
+    assert "All 15 checks passed." in out
 
 
 @pytest.mark.parametrize(
@@ -1368,6 +1425,9 @@ CHECKS = {
     f"log-based metrics exist ({len(METRICS)})": lambda s: s["metrics"].pop(f"{P}-sweep-backlog"),
     "alert policies exist": lambda s: s["policies"].popitem(),
     "dashboard exists": lambda s: s["dashboards"].clear(),
+    "model claude-sonnet-4-6 is on the gateway's list": lambda s: s["gateway"]["models"].remove(
+        "claude-sonnet-4-6"
+    ),
 }
 
 
@@ -1406,6 +1466,143 @@ def test_verify_fails_each_check_when_its_condition_is_broken(gcloud, deployed, 
     expected = [check] + (["scheduler job's last run succeeded"] if job_gone else [])
     assert [line[8:].split(":")[0] for line in failed] == expected
     assert "checks failed" in done.stderr
+
+
+# --- verify: the configured LLM models are on the gateway's list (issue 16) ----------------------
+
+
+def verify_models(gcloud, deployed, *changes, args=()):
+    """--verify on the deployed state changed by `changes`; its lines about the models."""
+    state = copy.deepcopy(deployed["state"])
+    for change in changes:
+        change(state)
+    gcloud.state = state
+    done, calls = gcloud("--verify", "--bucket", "acme-recordings", *args, key=None)
+    lines = [line for line in done.stdout.splitlines() if "on the gateway's list" in line]
+    return done, calls, lines
+
+
+def webhook_env(**env):
+    return lambda s: s["functions"][f"{P}-webhook"]["env"].update(env)
+
+
+def gateway_calls(gcloud) -> list[dict]:
+    return [c for c in gcloud.curl_calls if "llm-gateway" in c["url"]]
+
+
+def assert_the_key_is_nowhere(gcloud, done, calls) -> None:
+    """The API key is on no command line, in no output, in nothing curl was recorded with, and
+    in no file left behind (but the fake's own Secret Manager)."""
+    assert API_KEY not in done.stdout + done.stderr
+    assert API_KEY not in json.dumps(calls)
+    assert API_KEY not in json.dumps(gcloud.curl_calls)
+    for f in gcloud.tmp.rglob("*"):
+        if f.is_file() and f != gcloud.dir / "cloud.json":
+            assert API_KEY not in f.read_text(errors="replace"), f
+
+
+def test_verify_checks_each_model_the_webhook_is_configured_with(gcloud, deployed):
+    done, calls, lines = verify_models(
+        gcloud, deployed, webhook_env(LLM_FALLBACK_MODELS="gpt-5.5, gemini-3.5-flash,gpt-5.5")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines == [
+        f"  ok    model {m} is on the gateway's list"
+        for m in ("claude-sonnet-4-6", "gpt-5.5", "gemini-3.5-flash")
+    ]
+    assert (
+        f"(LLM models from the environment of {P}-webhook; "
+        "gateway https://llm-gateway.assemblyai.com/v1)" in done.stdout
+    )
+    # The key comes from Secret Manager and reaches curl as a header on standard input only.
+    assert argv(calls, "secrets", "versions", "access") == [
+        ["secrets", "versions", "access", "latest", f"--secret={KEY}", f"--project={PROJECT}"]
+    ]
+    (call,) = gateway_calls(gcloud)
+    assert call["url"] == "https://llm-gateway.assemblyai.com/v1/models"
+    assert call["from_stdin"] == ["Authorization: <the stored API key>"]
+    assert_the_key_is_nowhere(gcloud, done, calls)
+
+
+def test_verify_names_a_fallback_the_gateway_does_not_list(gcloud, deployed):
+    done, calls, lines = verify_models(
+        gcloud, deployed, webhook_env(LLM_FALLBACK_MODELS="gpt-5.5,claude-sonnet-3-7")
+    )
+    assert done.returncode != 0 and "verify: 1 of" in done.stderr
+    assert lines[:2] == [
+        "  ok    model claude-sonnet-4-6 is on the gateway's list",
+        "  ok    model gpt-5.5 is on the gateway's list",
+    ]
+    assert lines[2] == (
+        "  FAIL  model claude-sonnet-3-7 is on the gateway's list: not listed; the gateway lists "
+        "9 models, such as: claude-opus-4-7 claude-opus-4-6 claude-sonnet-4-6 "
+        "claude-opus-4-5-20251101 claude-sonnet-4-5-20250929"
+    )
+    assert_the_key_is_nowhere(gcloud, done, calls)
+
+
+@pytest.mark.parametrize(
+    "change, reason, asked",
+    [
+        (
+            lambda s: s["unreadable_secrets"].append(KEY),
+            f"could not read the API key from secret {KEY}: the account running deploy.sh needs "
+            "secretmanager.versions.access on it (roles/secretmanager.secretAccessor)",
+            False,
+        ),
+        (
+            lambda s: s["gateway"].update(status=503),
+            "the gateway's list could not be read "
+            "(HTTP 503 from GET https://llm-gateway.assemblyai.com/v1/models)",
+            True,
+        ),
+        (
+            lambda s: s["gateway"].update(status=401),
+            "the gateway refused the stored API key (HTTP 401; store a new one with --update-api-key)",
+            True,
+        ),
+        (
+            webhook_env(LLM_GATEWAY_BASE_URL="http://gateway.acme.test/v1"),
+            "the gateway URL is not https (LLM_GATEWAY_BASE_URL): the API key is not sent to it",
+            False,
+        ),
+    ],
+    ids=["key-unreadable", "list-unavailable", "key-refused", "plain-http-gateway"],
+)
+def test_verify_says_why_the_models_could_not_be_checked(gcloud, deployed, change, reason, asked):
+    done, calls, lines = verify_models(
+        gcloud, deployed, webhook_env(LLM_FALLBACK_MODELS="gpt-5.5"), change
+    )
+    assert done.returncode != 0 and "verify: 2 of" in done.stderr, done.stdout + done.stderr
+    assert lines == [
+        f"  FAIL  model {m} is on the gateway's list: {reason}"
+        for m in ("claude-sonnet-4-6", "gpt-5.5")
+    ]
+    assert bool([c for c in gcloud.curl_calls if c["url"].endswith("/models")]) == asked
+    assert_the_key_is_nowhere(gcloud, done, calls)
+
+
+def test_verify_checks_its_own_options_when_the_webhook_cannot_be_described(gcloud, deployed):
+    done, _, lines = verify_models(
+        gcloud,
+        deployed,
+        lambda s: s["functions"].pop(f"{P}-webhook"),
+        args=("--assemblyai-region", "eu", "--llm-model", "gpt-5.5", "--llm-fallback-models", "x"),
+    )
+    assert done.returncode != 0  # the webhook is missing
+    assert (
+        f"(LLM models from this script's options ({P}-webhook could not be described); "
+        "gateway https://llm-gateway.eu.assemblyai.com/v1)" in done.stdout
+    )
+    assert lines == [
+        "  ok    model gpt-5.5 is on the gateway's list",
+        "  FAIL  model x is on the gateway's list: not listed; the gateway lists 9 models, such as: "
+        "claude-opus-4-7 claude-opus-4-6 claude-sonnet-4-6 claude-opus-4-5-20251101 "
+        "claude-sonnet-4-5-20250929",
+    ]
+    assert [c["url"] for c in gateway_calls(gcloud)] == [
+        "https://llm-gateway.eu.assemblyai.com/v1/models"
+    ]
 
 
 # --- delete -------------------------------------------------------------------------------------------
