@@ -7,10 +7,13 @@ of meeting, and what the webhook spends on a 10-hour transcript.
    what, and when: moments.py) and the placeholder prompt (the gateway
    substitutes the plain text), on synthetic meetings made from the sample
    meetings' own utterances at 150 words a minute, with turns of three
-   lengths. Two counts: ceil(characters / 4), which is what the stand-in
-   reports as usage, and a proxy for a real tokenizer (see proxy_tokens:
-   digits and punctuation cost what they cost in BPE tokenizers, which
-   makes a speaker's `A:` or a minute's `[12]` dearer than characters say).
+   lengths. Three counts: ceil(characters / 4), which is what the stand-in
+   reports as usage; a regex proxy for a BPE tokenizer (proxy_tokens), kept
+   to compare with the figures before; and Claude's published tokenizer
+   (claude_tokens: the real count, as far as Anthropic has published one;
+   "n/a" when it is not installed). Digits and punctuation cost what they
+   cost in a BPE tokenizer, which makes a speaker's mark or a minute's dearer
+   than characters say.
 2. Attribution accuracy on the sample meetings, in process: the stand-in's
    answer to the prompt the webhook sends, checked by moments.checked and
    scored as tests/test_speakers.py scores the documents end to end (the
@@ -33,6 +36,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +70,37 @@ def proxy_tokens(text: str) -> int:
 
 def quarter_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
+
+
+# Claude's published tokenizer: the `tokenizer.json` that the anthropic SDK
+# shipped up to about version 0.38 (requirements-dev.txt pins 0.30.0 for it
+# alone), read with Hugging Face `tokenizers` as that SDK's count_tokens did.
+# Anthropic published it for its older models (the SDK: "only accurate for
+# older models, e.g. claude-2.1"); the current models' tokenizer is not
+# published, so it is the nearest real count there is, not theirs exactly.
+_CLAUDE: list = []  # the tokenizer once loaded, or None when it cannot be
+
+
+def claude_tokenizer():
+    """The tokenizer, or None when the SDK's file or `tokenizers` is missing."""
+    if not _CLAUDE:
+        try:
+            from tokenizers import Tokenizer
+
+            # Read from the installed distribution: importing the SDK is not needed.
+            path = Path(
+                str(metadata.distribution("anthropic").locate_file("anthropic/tokenizer.json"))
+            )
+            _CLAUDE.append(Tokenizer.from_str(path.read_text(encoding="utf-8")))
+        except (ImportError, OSError):  # metadata.PackageNotFoundError is an ImportError
+            _CLAUDE.append(None)
+    return _CLAUDE[0]
+
+
+def claude_tokens(text: str) -> int | None:
+    """Tokens by Claude's published tokenizer, or None without it."""
+    tokenizer = claude_tokenizer()
+    return None if tokenizer is None else len(tokenizer.encode(text).ids)
 
 
 def _sentences() -> list[tuple[str, str]]:
@@ -244,6 +279,8 @@ def token_table(hours: float) -> list[dict]:
             for kind in ("utterances", "placeholder"):
                 row[f"{kind}_quarter"] = quarter_tokens(p[kind]["text"]) / hours
                 row[f"{kind}_proxy"] = proxy_tokens(p[kind]["text"]) / hours
+                claude = claude_tokens(p[kind]["text"])
+                row[f"{kind}_claude"] = None if claude is None else claude / hours
             rows.append(row)
     return rows
 
@@ -253,7 +290,7 @@ def token_table(hours: float) -> list[dict]:
 CHILD = r"""
 import json, resource, sys, time, tracemalloc
 sys.path.insert(0, sys.argv[1])
-from meeting_actions import action_items, assemblyai, moments
+from meeting_actions import action_items, assemblyai, moments, prompt
 trace = sys.argv[4] == "trace"
 if trace:
     tracemalloc.start()
@@ -337,30 +374,39 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"Prompt tokens per hour of meeting ({WORDS_PER_MINUTE} words a minute)")
-    print("  q = ceil(chars/4), the stand-in's usage; p = BPE proxy (bench/moments.py)")
+    print("  q = ceil(chars/4), the stand-in's usage; p = BPE proxy (bench/moments.py);")
+    if claude_tokenizer() is None:
+        print("  c = Claude's published tokenizer: NOT INSTALLED, no c figures (it comes with")
+        print("      requirements-dev.txt: anthropic==0.30.0's tokenizer.json and tokenizers)")
+    else:
+        print("  c = Claude's published tokenizer (the anthropic 0.30.0 SDK's tokenizer.json)")
     header = ("turns", "names", "turns/h", "lines/h", "utter q", "holder q", "ratio q", "utter p",
-              "holder p", "ratio p")  # fmt: skip
-    print("  " + " | ".join(f"{h:>24}" if i == 0 else f"{h:>11}" for i, h in enumerate(header)))
+              "holder p", "ratio p", "utter c", "holder c", "ratio c")  # fmt: skip
+    print("  " + " | ".join(f"{h:>24}" if i == 0 else f"{h:>9}" for i, h in enumerate(header)))
     rows = token_table(1.0)
     for r in rows:
-        cells = [r["turns"], r["names"], r["turn_count"], r["lines"], round(r["utterances_quarter"]),
-                 round(r["placeholder_quarter"]),
-                 f"{r['utterances_quarter'] / r['placeholder_quarter']:.3f}",
-                 round(r["utterances_proxy"]), round(r["placeholder_proxy"]),
-                 f"{r['utterances_proxy'] / r['placeholder_proxy']:.3f}"]  # fmt: skip
-        print("  " + " | ".join(f"{c:>24}" if i == 0 else f"{c:>11}" for i, c in enumerate(cells)))
+        cells = [r["turns"], r["names"], r["turn_count"], r["lines"]]
+        for count in ("quarter", "proxy", "claude"):
+            mine, theirs = r[f"utterances_{count}"], r[f"placeholder_{count}"]
+            if mine is None:
+                cells += ["n/a"] * 3
+            else:
+                cells += [round(mine), round(theirs), f"{mine / theirs:.3f}"]
+        print("  " + " | ".join(f"{c:>24}" if i == 0 else f"{c:>9}" for i, c in enumerate(cells)))
 
     print("\nThe sample meetings themselves (short excerpts: the instructions weigh most)")
     for path in sorted(SAMPLES.glob("*.json")):
         for identified in (True, False):
             p = prompts(transcript_of(json.loads(path.read_text()), identified))
-            q = {k: quarter_tokens(v["text"]) for k, v in p.items()}
-            x = {k: proxy_tokens(v["text"]) for k, v in p.items()}
-            print(f"  {path.stem:>16}, {'identified' if identified else 'labels only':>11}: "
-                  f"q {q['utterances']} vs {q['placeholder']} "
-                  f"({q['utterances'] / q['placeholder']:.2f}), "
-                  f"p {x['utterances']} vs {x['placeholder']} "
-                  f"({x['utterances'] / x['placeholder']:.2f})")  # fmt: skip
+            counts = []
+            for name, count in (("q", quarter_tokens), ("p", proxy_tokens), ("c", claude_tokens)):
+                mine, theirs = (count(p[k]["text"]) for k in ("utterances", "placeholder"))
+                counts.append(f"{name} n/a" if mine is None
+                              else f"{name} {mine} vs {theirs} ({mine / theirs:.2f})")  # fmt: skip
+            print(
+                f"  {path.stem:>16}, {'identified' if identified else 'labels only':>11}: "
+                + ", ".join(counts)
+            )
 
     accuracy = attribution()
     print("\nAttribution accuracy (the stand-in's answers, checked; owner right, said_at <= 10 s)")

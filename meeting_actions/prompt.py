@@ -3,7 +3,7 @@ one meeting.
 
 Two prompts. With utterances (speaker labels on, the default) the webhook
 writes the meeting into the prompt itself, a legend of the speakers'
-letters and a `[12] A: ... B: ...` line per minute (utterances.py), and
+letters and a `12|A ...|B ...` line per minute (utterances.py), and
 asks for each item's quote, time and speaker, which moments.py then
 checks against the transcript. Without them, the LLM Gateway puts the
 transcript's plain text where the exact placeholder `{{ transcript }}`
@@ -70,12 +70,12 @@ SCHEMA = _answer_schema({"text": _TEXT, "owner": _OPTIONAL_TEXT, "due": _OPTIONA
 
 
 # The utterance prompt. Its lines (utterances.py) are a legend, `A = Priya`
-# (or `A = not identified`) per speaker, then `[12] A: ... B: ...` per
-# minute: `[12]` the minute the line's first turn starts in, each turn its
+# (or `A = not identified`) per speaker, then `12|A ...|B ...` per minute:
+# `12` the minute the line's first turn starts in, each turn a bar, its
 # speaker's letter and what they said. The function writes the readable
 # list itself from the checked items, so the model is not asked for a
 # "formatted" copy (half the output tokens).
-MOMENTS_USER_PROMPT = """Here is a meeting: first each speaker's letter = name, then one line per minute ([12] is minute 12 from the start) holding the turns that start in it, each as the speaker's letter, a colon and what they said.{labels}
+MOMENTS_USER_PROMPT = """Here is a meeting: first each speaker's letter = name, then one line per minute holding the turns that start in it: the minute (12 is minute 12 from the start), then each turn as |, the speaker's letter and what they said.{labels}
 
 <transcript>
 {lines}
@@ -83,7 +83,7 @@ MOMENTS_USER_PROMPT = """Here is a meeting: first each speaker's letter = name, 
 
 List the meeting's action items. For each:
 - "quote": the sentence it comes from, copied exactly from one turn.
-- "said_at": that turn's minute in seconds ([12] is 720); "said_by": its speaker's letter.
+- "said_at": that turn's minute in seconds (12 is 720); "said_by": its speaker's letter.
 - "text": the task, starting with a verb.
 - "owner": who is responsible, by name, or null. "owner_source": "spoken" if their name is said for it, "speaker" if the speaker took it on, "inferred" if you worked it out otherwise.
 - "due": when it is due, in the meeting's own words, or null.

@@ -8,20 +8,26 @@ substitution inserts the plain text only, so the webhook writes the
 utterances into the prompt itself. A turn is consecutive utterances of one
 speaker (at most MERGE_GAP_MS apart, spanning at most MAX_TURN_MS). The
 lines cost as few tokens as the model can read: each speaker is a letter,
-named once in a legend; then a line per minute in which a turn starts,
-its turns one after another, each starting with its speaker's letter:
+named once in a legend; then a line per minute in which a turn starts:
+the minute, then its turns one after another, each a bar and its
+speaker's letter, then what they said:
 
     A = Priya
     B = Lena
     C = not identified
-    [12] A: what she said. B: what she said. C: what they said.
-    [13] A: ...
+    12|A what she said.|B what she said.|C what they said.
+    13|A ...
 
-`[12]` is the minute (from the start; `[62]` after the first hour) in
-which the line's first turn starts, and every turn on the line starts in
-it. The minute is enough: moments.py finds each quote in the turns and
-takes its time from the words, looking first near the time the model
-gives. A speaker's letter is their AssemblyAI label (a fresh one for a
+`12` is the minute (from the start; `62` after the first hour) in which
+the line's first turn starts, and every turn on the line starts in it.
+Why a bar, not ` A:` (BENCHMARKS.md, "Moments"): in Claude's published
+tokenizer a letter never shares a token with punctuation, so ` A:` costs
+two tokens a turn; the bar joins a full stop before it (`.|` is one
+token), so a turn after a full stop costs only its letter (two tokens
+still after `?` or `,`), and a choppy meeting has about 780 turns an
+hour. The minute without brackets saves two more a line. The minute is
+enough: moments.py finds each quote in the turns and takes its time from
+the words, looking first near the time the model gives. A speaker's letter is their AssemblyAI label (a fresh one for a
 speaker without); one whom identification did not name is "not
 identified" in the legend and shown as "Speaker C". The words' timings
 are not sent. The lines are bounded (MAX_PROMPT_CHARS): a longer meeting
@@ -181,8 +187,8 @@ def _int(value: Any) -> int | None:
 
 
 def _name(value: str) -> str:
-    """A speaker's name as a prompt line can hold it: one line, no colon."""
-    return " ".join(storable(value).replace(":", " ").split())[:60]
+    """A speaker's name as a prompt line can hold it: one line, no colon or bar."""
+    return " ".join(storable(value).replace(":", " ").replace("|", " ").split())[:60]
 
 
 def _mapping(transcript: dict[str, Any]) -> dict[str, str]:
@@ -352,28 +358,26 @@ def _words(
 # --- the prompt's lines -----------------------------------------------------------
 
 
-def _safe(text: str, keys: dict[str, str]) -> str:
+def _safe(text: str) -> str:
     """A turn's text on a prompt line: no line breaks, no placeholder, no
-    tags, and no word that reads as a turn's start ("B:" becomes "B :")."""
-    text = " ".join(storable(text).split())
+    tags, and no bar, which would read as a turn's start ("|" becomes "/")."""
+    text = " ".join(storable(text).split()).replace("|", "/")
     text = text.replace(prompt.PLACEHOLDER, "{ transcript }").replace("{{", "{ {")
-    words = _TRANSCRIPT_TAG.sub("(transcript)", text).split(" ")
-    return " ".join(f"{w[:-1]} :" if w[-1:] == ":" and w[:-1] in keys else w for w in words)
+    return _TRANSCRIPT_TAG.sub("(transcript)", text)
 
 
 def _lines(meeting: Meeting, texts: list[list[str]], max_chars: int) -> tuple[str, str | None, int]:
     """The transcript lines of the prompt (each turn's `texts`), a note
     when they were cut, and how many turns they hold: a legend line per
     speaker who speaks in them, then a line per minute."""
-    keys = {t.key: t.speaker for t in meeting.turns}
     legend: dict[str, str] = {}
     pieces: list[str] = []
     used = 0
     minute = None
     for i, turn in enumerate(meeting.turns):
-        text = _safe(" ".join(texts[i]), keys)
+        text = _safe(" ".join(texts[i]))
         at = turn.start // 60_000
-        piece = f"\n[{at}] {turn.key}: {text}" if at != minute else f" {turn.key}: {text}"
+        piece = f"\n{at}|{turn.key} {text}" if at != minute else f"|{turn.key} {text}"
         new = turn.key not in legend
         entry = f"{turn.key} = {UNIDENTIFIED if is_label_name(turn.speaker) else turn.speaker}"
         cost = len(piece) + (len(entry) + 1 if new else 0)

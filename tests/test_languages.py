@@ -251,7 +251,7 @@ def test_upload_metadata_and_environment_defaults_carry_the_language_settings():
 def test_the_prompt_names_the_language_in_words():
     assert languages.name("es") == "Spanish" and languages.name("en_uk") == "English"
     assert languages.name("ja") == "Japanese" and languages.name("no") == "Norwegian"
-    body = prompt.request_body("t", "m", "bullet points", 100, "A = X\n[0] A: hola", False,
+    body = prompt.request_body("t", "m", "bullet points", 100, "A = X\n0|A hola", False,
                                      "German")  # fmt: skip
     assert "in German" in body["messages"][1]["content"]
     placeholder = prompt.request_body("t", "m", "bullet points", 100, None, False, "German")

@@ -16,10 +16,12 @@ It reads the transcript in one of two forms:
       [MM:SS] Name: text          ([H:MM:SS] from the first hour on)
 
   or the webhook's: a legend line per speaker, then a line per minute
-  holding the turns that start in it, each its speaker's letter and text,
+  holding the turns that start in it: the minute, then each turn as a
+  bar, its speaker's letter and text (a bar not followed by a legend
+  letter and a space is part of the text, as a reader would take it),
 
       A = Priya                   (A = not identified: no name)
-      [12] A: text. B: text.      ([62] after the first hour)
+      12|A text.|B text.          (62|... after the first hour)
 
   Items then also say who said them and when (`said_by`: the name, or the
   letter of a speaker not identified; `said_at` in whole seconds: the
@@ -78,7 +80,7 @@ _LINE = re.compile(
     r"[ \t]*\[(?:(\d+):)?(\d+):([0-5]\d)\][ \t]+([^:\n]{1,80}?):[ \t]+(.*\S)[ \t\r]*"
 )
 _LEGEND = re.compile(r"([A-Z]{1,3}) = (\S.{0,79}?)[ \t\r]*")
-_MINUTE = re.compile(r"\[(\d{1,5})\] (.*\S)[ \t\r]*")
+_MINUTE = re.compile(r"(\d{1,5})(\|.*\S)[ \t\r]*")
 _BLOCK = re.compile(r"<transcript>(.*?)</transcript>", re.S)
 
 
@@ -126,14 +128,16 @@ def transcript_lines(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _turns(at: int, text: str, names: dict[str, str]) -> list[dict[str, Any]]:
-    """The turns of a minute's line: each starts with a legend letter and a colon."""
+    """The turns of a minute's line (after its minute): each starts with a
+    bar, a legend letter and a space."""
     turns: list[dict[str, Any]] = []
-    for word in text.split(" "):
-        if word[-1:] == ":" and word[:-1] in names:
-            turns.append({"at": at, "speaker": names[word[:-1]], "text": ""})
+    for part in text.split("|")[1:]:
+        key, space, said = part.partition(" ")
+        if space and key in names:
+            turns.append({"at": at, "speaker": names[key], "text": said})
         elif turns:
-            turns[-1]["text"] += (" " if turns[-1]["text"] else "") + word
-    return [t for t in turns if t["text"]]
+            turns[-1]["text"] += "|" + part
+    return [{**t, "text": t["text"].strip()} for t in turns if t["text"].strip()]
 
 
 def _commitments(text: str) -> list[dict[str, Any]]:
