@@ -43,7 +43,7 @@ _SPACELESS = (
 def spaceless(char: str) -> bool:
     """A character of a script written without spaces between words."""
     point = ord(char)
-    return any(lo <= point <= hi for lo, hi in _SPACELESS)
+    return point >= _SPACELESS[0][0] and any(lo <= point <= hi for lo, hi in _SPACELESS)
 
 
 def tight(token: str) -> bool:
