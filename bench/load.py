@@ -64,12 +64,18 @@ def summarize(rows: list[dict[str, int]]) -> dict[str, dict[str, float]]:
 
 
 def run(
-    in_flight: int = 80, sustained: int = 480, gateway_seconds: float = 2.0, threads: int = 80
+    in_flight: int = 80,
+    sustained: int = 480,
+    gateway_seconds: float = 2.0,
+    threads: int = 80,
+    floor: bool = False,
 ) -> dict:
     """Two measurements on one warm instance: a burst of `in_flight`
     deliveries arriving at the same instant, then `sustained` deliveries
     with `in_flight` of them always in flight (at least 4 x `in_flight`,
-    so that the rate is measured over a few gateway times)."""
+    so that the rate is measured over a few gateway times). With `floor`,
+    the instance serves the floor's webhook (bench/floor_function.py)
+    instead of ours: what any webhook making the unavoidable calls gets."""
     with local_stack.Stack() as stack:
         stack.start_firestore()
         stack.start_standin(
@@ -106,7 +112,13 @@ def run(
             if all(views[t]["webhook_finished"] for t in tids):
                 break
             time.sleep(0.2)
-        webhook = stack.start_function("assemblyai_webhook", env, hook_port)
+        webhook = (
+            stack.start_function(
+                "floor_webhook", env, hook_port, source=Path(__file__).with_name("floor_function.py")
+            )
+            if floor
+            else stack.start_function("assemblyai_webhook", env, hook_port)
+        )
         control.deliver(tids[0])  # a warm instance: clients made, modules loaded
 
         procs = {
@@ -199,6 +211,7 @@ def run(
         for result, batch in ((burst, tids[1 : 1 + in_flight]), (steady, tids[1 + in_flight :])):
             result["phases_ms"] = summarize([timings[t] for t in batch if t in timings])
     return {
+        "webhook": "the floor's" if floor else "ours",
         "in_flight": in_flight,
         "threads": threads,
         "gateway_seconds": gateway_seconds,
@@ -211,7 +224,8 @@ def run(
 
 def report(r: dict) -> None:
     print(
-        f"\nOne webhook instance, THREADS={r['threads']}, gateway {r['gateway_seconds']} s, "
+        f"\nOne webhook instance ({r['webhook']}), THREADS={r['threads']}, "
+        f"gateway {r['gateway_seconds']} s, "
         f"{r['in_flight']} deliveries in flight (ideal {r['ideal_per_second']:.0f} meetings/s):"
     )
     for name in ("burst", "sustained"):
@@ -234,4 +248,6 @@ def report(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    report(run())
+    import sys
+
+    report(run(floor="--floor" in sys.argv[1:]))

@@ -37,7 +37,7 @@ TEXT_KEPT = 64
 # about nine minutes) is read whole with the standard decoder, three times
 # faster than value by value; what that holds at once is a few MiB at most.
 WHOLE_CHARS = 256 * 1024
-# Transcripts read at once by one process. A read holds what it keeps
+# Transcript bodies read at once by one process. A read holds what it keeps
 # (about 1 MiB an hour of meeting) and one piece of the JSON, never the
 # whole; this many bound what the instance holds for reads, whatever the
 # burst (BENCHMARKS.md, "Memory under a burst"). Reading is CPU under
@@ -163,6 +163,11 @@ def get_transcript(cfg: Config, transcript_id: str, timeout: float = 15) -> dict
         headers=_headers(cfg),
         stream=True,
     )
+    # Only reading the body takes a turn (READS_AT_ONCE): the wait for
+    # AssemblyAI's answer is not spent holding one.
+    if not _reads.acquire(timeout=READ_WAIT_SECONDS):
+        response.close()
+        raise ApiError("too many transcripts being read at once here")
     try:
         return parse_transcript(_pieces(response))
     except requests.RequestException as exc:
@@ -172,6 +177,7 @@ def get_transcript(cfg: Config, transcript_id: str, timeout: float = 15) -> dict
     except (ValueError, RecursionError):
         raise ApiError("AssemblyAI answered with a body that is not JSON", 502) from None
     finally:
+        _reads.release()
         response.close()
 
 
@@ -391,17 +397,11 @@ class _Reader:
 
 def read_transcript(cfg: Config, tid: str) -> dict[str, Any]:
     """The transcript as an object (parse_transcript); a failure to read
-    it, classified. At most READS_AT_ONCE reads at once in this process."""
-    if not _reads.acquire(timeout=READ_WAIT_SECONDS):
-        raise lifecycle.Failure(
-            lifecycle.Kind.TRANSIENT, "too many transcripts being read at once here"
-        )
+    it, classified. At most READS_AT_ONCE bodies read at once in this process."""
     try:
         transcript = get_transcript(cfg, tid)
     except ApiError as exc:
         raise exc.failure() from None
-    finally:
-        _reads.release()
     if not isinstance(transcript, dict):
         raise lifecycle.Failure(
             lifecycle.Kind.TRANSIENT, "AssemblyAI's transcript is not an object"

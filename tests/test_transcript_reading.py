@@ -192,20 +192,33 @@ def test_the_body_is_decoded_piece_by_piece_as_requests_would():
     assert "".join(assemblyai._pieces(Chunks(b'{"id": "\xff"}'))) == '{"id": "\ufffd"}'
 
 
-def test_no_more_than_reads_at_once_transcripts_are_read_together(monkeypatch):
-    now = {"reading": 0, "most": 0}
+def test_no_more_than_reads_at_once_bodies_are_read_together(monkeypatch):
+    """The answers all arrive together; their bodies are read READS_AT_ONCE
+    at a time, and no read waits for its answer holding a turn."""
+    now = {"reading": 0, "most": 0, "answered": 0}
     lock = threading.Lock()
+    all_answered = threading.Barrier(12)
 
-    def slow_read(cfg, tid, timeout=15):
-        with lock:
-            now["reading"] += 1
-            now["most"] = max(now["most"], now["reading"])
-        time.sleep(0.02)
-        with lock:
-            now["reading"] -= 1
-        return {"id": tid, "status": "completed"}
+    class SlowBody:
+        def iter_content(self, size):
+            with lock:
+                now["reading"] += 1
+                now["most"] = max(now["most"], now["reading"])
+            time.sleep(0.02)
+            with lock:
+                now["reading"] -= 1
+            yield b'{"status": "completed"}'
 
-    monkeypatch.setattr(assemblyai, "get_transcript", slow_read)
+        def close(self):
+            pass
+
+    def answer_headers(*args, **kwargs):
+        all_answered.wait(timeout=10)  # every answer's headers are in before any body
+        with lock:
+            now["answered"] += 1
+        return SlowBody()
+
+    monkeypatch.setattr(assemblyai, "_answer", answer_headers)
     threads = [
         threading.Thread(target=assemblyai.read_transcript, args=(CFG, f"t{i}")) for i in range(12)
     ]
@@ -213,7 +226,7 @@ def test_no_more_than_reads_at_once_transcripts_are_read_together(monkeypatch):
         th.start()
     for th in threads:
         th.join()
-    assert now["most"] == assemblyai.READS_AT_ONCE
+    assert now["answered"] == 12 and now["most"] == assemblyai.READS_AT_ONCE
 
 
 # --- the webhook, in process ------------------------------------------------------
