@@ -114,7 +114,10 @@ def run(
             time.sleep(0.2)
         webhook = (
             stack.start_function(
-                "floor_webhook", env, hook_port, source=Path(__file__).with_name("floor_function.py")
+                "floor_webhook",
+                env,
+                hook_port,
+                source=Path(__file__).with_name("floor_function.py"),
             )
             if floor
             else stack.start_function("assemblyai_webhook", env, hook_port)
