@@ -26,6 +26,8 @@ from .config import Config
 TRANSCRIPT_FIELDS = frozenset({
     "id", "status", "error", "audio_url", "audio_duration", "language_code",
     "language_confidence", "speech_models",
+    # The language asked for (languages.asked), for a document built here.
+    "language_detection", "language_detection_options", "language_confidence_threshold",
     "speaker_labels", "speech_understanding", "utterances",
     # What was redacted (privacy.py): text only, so the utterances are checked.
     "redact_pii", "redact_pii_policies", "redact_pii_sub",

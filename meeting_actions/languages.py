@@ -118,6 +118,9 @@ NAMES = {
 }
 # What a submission (body, upload metadata) may say of the language.
 FIELDS = ("language_code", "expected_languages", "language_confidence_threshold", "items_language")
+# What a meeting's document records of the language asked for (options.*).
+OPTIONS = ("language_code", "language_detection", "expected_languages",
+           "language_confidence_threshold")  # fmt: skip
 # A code a caller may also put in expected_languages: AssemblyAI's default.
 ALL = "all"
 MAX_EXPECTED = len(NAMES)
@@ -237,6 +240,25 @@ def detection_params(
     if confidence_threshold is not None:
         params["language_confidence_threshold"] = confidence_threshold
     return params
+
+
+def asked(transcript: dict[str, Any]) -> dict[str, Any]:
+    """The language options (OPTIONS) as AssemblyAI's record of the request
+    shows them, written as submit writes them: for a document the webhook
+    builds. With detection, the record's language_code is the detected one,
+    not one that was asked for."""
+    detect = transcript.get("language_detection") is True
+    given = transcript.get("language_code")
+    options = transcript.get("language_detection_options")
+    expected = codes_list(options.get("expected_languages")) if isinstance(options, dict) else None
+    return {
+        "language_code": None if detect or not is_code(given) else given,
+        "language_detection": detect,
+        "expected_languages": list(expected or ()) if detect else None,
+        "language_confidence_threshold": threshold(transcript.get("language_confidence_threshold"))
+        if detect
+        else None,
+    }
 
 
 def facts(transcript: dict[str, Any]) -> dict[str, Any]:

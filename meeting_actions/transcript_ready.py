@@ -16,6 +16,7 @@ from . import (
     assemblyai,
     generate,
     inputs,
+    languages,
     lease,
     lifecycle,
     logs,
@@ -64,7 +65,7 @@ def _document_from_transcript(transcript: dict[str, Any], hints: Hints) -> dict[
         "source": source,
         "options": {
             "speech_models": transcript.get("speech_models"),
-            "language_code": transcript.get("language_code"),
+            **languages.asked(transcript),
             "speaker_labels": transcript.get("speaker_labels"),
             "speakers": [n for n in names if isinstance(n, str)][: inputs.MAX_SPEAKERS] or None,
             "answer_format": hints.answer_format or prompt.DEFAULT_ANSWER_FORMAT,

@@ -256,3 +256,54 @@ def test_the_prompt_names_the_language_in_words():
     assert "in German" in body["messages"][1]["content"]
     placeholder = prompt.request_body("t", "m", "bullet points", 100, None, False, "German")
     assert "in German" in placeholder["messages"][1]["content"]
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        {"expected_languages": ["es", "en"], "language_confidence_threshold": 0.6},
+        {},
+        {"language_code": "es"},
+    ],
+)
+def test_a_document_the_webhook_builds_records_the_language_asked_as_submit_does(
+    monkeypatch, asked
+):
+    """When the delivery comes before submit's write (it loses the race, or
+    Firestore was away), the webhook builds the document from AssemblyAI's
+    record: its language options are the ones submit would have written,
+    not the detected language as if it had been asked for."""
+    from fakes import FakeAssemblyAI, MemoryStore, answer
+
+    from meeting_actions import hints, lifecycle, record, submit, transcript_ready
+
+    cfg = config.from_env(
+        {"ASSEMBLYAI_API_KEY": "k", "WEBHOOK_URL": "https://h.example/", "WEBHOOK_SECRET": "s"}
+    )
+    sub = inputs.submission({"audio_url": "https://h.example/a.mp3", **asked})
+    store = MemoryStore()
+    record.use(store)
+    try:
+        aai = FakeAssemblyAI().install(monkeypatch)
+        aai.gateway = lambda body: answer(json.dumps({"action_items": []}))
+        params = {"audio_url": sub.audio_url, "speaker_labels": True}
+        params.update(
+            languages.detection_params(
+                sub.language_code, sub.expected_languages, sub.language_confidence_threshold
+            )
+        )
+        aai.transcripts["t-es"] = {
+            "id": "t-es", "status": "completed", "audio_url": sub.audio_url, "text": "Hola.",
+            "audio_duration": 60, "language_code": "es", "language_confidence": 0.97,
+            "speaker_labels": True, "utterances": [], **params,
+        }  # fmt: skip
+        done = transcript_ready.complete(cfg, "t-es", hints.Hints(), lifecycle.deadline_of(cfg))
+        assert done.status == "completed", done
+        doc = store.docs[(cfg.collection, "t-es")][0]
+    finally:
+        record.use(None)
+    wanted = submit.options_of(sub, cfg)
+    assert {k: doc["options"].get(k) for k in languages.OPTIONS} == {
+        k: wanted[k] for k in languages.OPTIONS
+    }
+    assert doc["language_code"] == "es" and doc["language_confidence"] == 0.97
