@@ -9,6 +9,9 @@
   model that is rate limited -> the next one at once; its "not before" is
   kept per model, in the process and on the meeting's generation state
   (`model_waits`), so the meeting waits only when every model is limited.
+- The answer's document says what came of each model considered
+  (`llm.tried`), the skipped ones too ("not listed", "still rate limited"),
+  so a person sees why the answer came from a fallback.
 - Nothing here decides from an error message's words: only statuses and
   the list. What the outcome leads to is outcomes.py's (no_model).
 """
@@ -32,6 +35,10 @@ MAX_WAIT_SECONDS = 300.0
 # transport.py does for one 429), not given back.
 SHORT_WAIT = 5.0
 SETTING = "LLM_MODEL / LLM_FALLBACK_MODELS"
+# What came of each model a claim considered (the document's `llm.tried`):
+# asked, or skipped without a request.
+ANSWERED, REFUSED, RATE_LIMITED, FAILED = "answered", "refused", "rate limited", "failed"
+NOT_LISTED, STILL_LIMITED = "not listed", "still rate limited"
 
 _lock = threading.Lock()
 _list: dict[str, Any] = {"ids": None, "read_at": None, "ok": False}
@@ -103,7 +110,9 @@ def forget() -> None:
 class Asked:
     answer: dict[str, Any] | None = None
     model: str | None = None
-    tried: list[str] = dataclasses.field(default_factory=list)
+    # Every model considered, in order: the skipped first (decided before
+    # any request), then each request; {"model": ..., "outcome": ...}.
+    tried: list[dict[str, str]] = dataclasses.field(default_factory=list)
     # Not answered: the failure to hand on (transient, or the key), ...
     error: assemblyai.ApiError | None = None
     # ... or every model was skipped, limited or refused:
@@ -114,6 +123,9 @@ class Asked:
     no_time: bool = False
     waited: float = 0.0
     limit_message: str = ""  # the gateway's words on the last 429
+
+    def note(self, model: str, outcome: str) -> None:
+        self.tried.append({"model": model, "outcome": outcome})
 
     def earliest(self) -> dt.datetime | None:
         return min(self.limited.values()) if self.limited else None
@@ -185,8 +197,10 @@ def ask(
     for model in models:
         if ids is not None and model not in ids:
             asked.unlisted.append(model)
+            asked.note(model, NOT_LISTED)
         elif model in waits:
             asked.limited[model] = waits[model]
+            asked.note(model, STILL_LIMITED)
         else:
             usable.append(model)
     while usable or _short_wait(cfg, asked, usable, asked.waited, deadline):
@@ -196,7 +210,6 @@ def ask(
         if time.monotonic() + min(cfg.gateway_timeout, 30) > deadline:
             asked.no_time = True
             return asked
-        asked.tried.append(model)
         try:
             answer = assemblyai.chat_completion(
                 cfg, {**body, "model": model}, deadline, rate_limit_wait=0, transcript_id=tid
@@ -208,6 +221,7 @@ def ask(
                 until = record.now() + dt.timedelta(seconds=wait)
                 asked.limited[model] = until
                 asked.limit_message = failure.message
+                asked.note(model, RATE_LIMITED)
                 with _lock:
                     _waits[model] = max(until, _waits.get(model, until))
                 logs.info("the LLM Gateway is rate limiting a model; asking the next", tid,
@@ -215,12 +229,15 @@ def ask(
                 continue
             if failure.kind is Kind.PERMANENT:
                 asked.refused[model] = failure.message
+                asked.note(model, REFUSED)
                 logs.warning("the LLM Gateway refused the request with a model; asking the "
                              "next", tid, model=model, error=failure.message[:300])  # fmt: skip
                 continue
             asked.error = exc  # the key, or trouble worth a retry: no other model helps now
+            asked.note(model, FAILED)
             return asked
         asked.answer, asked.model = answer, model
+        asked.note(model, ANSWERED)
         if asked.refused:
             logs.warning("a configured model refused a request another model answered: check "
                          f"{SETTING}", tid, refused=sorted(asked.refused), model=model)  # fmt: skip

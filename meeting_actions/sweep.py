@@ -6,8 +6,11 @@ claim expired or was given back, and retry a due notification.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
+import threading
 import time
 import traceback
 from typing import Any
@@ -55,55 +58,110 @@ def reschedule(cfg: Config, tid: str, fields: dict[str, Any], version: Any) -> N
         record.update(cfg, tid, fields, if_unchanged_since=version)
 
 
+# Meetings a run works on at the same time. One at a time, a run's calls
+# are as slow as its meetings' work laid end to end (claim, transcript,
+# answer, write): with answers of 0.3 s (scaled) bench/burst.py drained at
+# 64% of two models' limit, the sweep alone at 33 of 60 a minute; and each
+# model's next minute opened late by its 30 calls' time, since the gateway
+# counts Retry-After (whole seconds) from the last of them. The rate limit,
+# not this, bounds the calls. Each meeting in flight holds its transcript:
+# four ten-hour ones need 131 + 64 + 4 x 6.9 = 223 MiB of the sweep's 256
+# (deploy.sh; BENCHMARKS.md, "The budget per meeting in flight"), so more
+# workers need more memory.
+WORKERS = 4
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a run's workers share: the due meetings left (oldest first),
+    their results, and why the run stopped."""
+
+    queue: list[tuple[str, dict[str, Any], Any]]
+    deadline: float
+    needed: float  # a gateway call and its write
+    batch: int
+    recheck: float
+    results: dict[str, str] = dataclasses.field(default_factory=dict)
+    counted: int = 0  # meetings begun, less those rate limited: at most `batch`
+    stopped: str | None = None
+    resume_at: float = 0.0  # every model is rate limited until then (monotonic)
+    waited: float = 0.0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def take(self) -> tuple[str, dict[str, Any], Any] | None:
+        """The next due meeting, or None once the run is over."""
+        while True:
+            with self.lock:
+                if self.stopped or not self.queue:
+                    return None
+                pause = self.resume_at - time.monotonic()
+                if pause <= 0:
+                    if self.counted >= self.batch:
+                        self.stopped = "batch"
+                    elif time.monotonic() + self.needed > self.deadline:
+                        self.stopped = "deadline"
+                    else:
+                        self.counted += 1
+                        return self.queue.pop(0)
+                    return None
+            time.sleep(pause)  # the gateway said when; the meetings' not_before agree
+
+    def done(self, item: tuple[str, dict[str, Any], Any], result: Result | None) -> None:
+        """Record a meeting's result; a rate limit pauses every worker."""
+        with self.lock:
+            self.results[item[0]] = _name(result) if result is not None else "nothing to do"
+            if isinstance(result, Busy) and result.rate_limited:
+                self.counted -= 1  # no answer paid for: it does not count
+                self.queue.insert(0, item)  # the same meeting again: it is the oldest
+                now = time.monotonic()
+                if result.retry_after > self.recheck or (
+                    now + result.retry_after + self.needed > self.deadline
+                ):
+                    self.stopped = self.stopped or "rate_limited"
+                    return
+                until = now + result.retry_after
+                self.waited += max(0.0, until - max(self.resume_at, now))
+                self.resume_at = max(self.resume_at, until)
+            elif isinstance(result, Busy) and result.kind is Kind.OPERATOR:
+                self.stopped = self.stopped or "operator"  # every meeting would fail the same way
+
+
+def _work(cfg: Config, run: _Run) -> None:
+    while (item := run.take()) is not None:
+        run.done(item, _sweep_one(cfg, *item, run.deadline))
+
+
 @lifecycle.firestore_guard
 def sweep(cfg: Config, deadline: float | None = None) -> Result:
     """Move on every meeting whose `sweep_at` has passed (see lifecycle.py).
 
     Called every minute by Cloud Scheduler. Makes at most RECOVERY_BATCH
-    gateway calls, oldest deadline first, each meeting on its own (one bad
-    meeting cannot stop the rest), and starts no gateway call that cannot
-    finish before the run's deadline. A short rate limit is waited out, so
-    the sweep uses the whole limit; a long one ends the run.
+    gateway calls, oldest deadline first, WORKERS meetings at a time, each
+    on its own (one bad meeting cannot stop the rest), and starts no
+    gateway call that cannot finish before the run's deadline. A short rate
+    limit is waited out, so the sweep uses the whole limit; a long one ends
+    the run.
     """
     deadline = deadline or lifecycle.deadline_of(cfg)
     at = record.now()
     due = record.due(cfg, at, limit=cfg.recovery_batch * 2)
-    results: dict[str, str] = {}
-    stopped = None
     needed = min(cfg.gateway_timeout, 30) + lifecycle.write_budget(cfg)
-    queue = list(due)
-    waited = 0.0
-    while queue:
-        tid, data, version = queue[0]
-        if sum(1 for r in results.values() if r != "rate_limited") >= cfg.recovery_batch:
-            stopped = "batch"
-            break
-        if time.monotonic() + needed > deadline:
-            stopped = "deadline"
-            break
-        result = _sweep_one(cfg, tid, data, version, deadline)
-        results[tid] = _name(result) if result is not None else "nothing to do"
-        if isinstance(result, Busy) and result.rate_limited:
-            wait = result.retry_after
-            if wait > cfg.recheck_seconds or time.monotonic() + wait + needed > deadline:
-                stopped = "rate_limited"
-                break
-            time.sleep(wait)  # the gateway said when; the meeting's not_before agrees
-            waited += wait
-            continue  # the same meeting again: it is the oldest
-        queue.pop(0)
-        if isinstance(result, Busy) and result.kind is Kind.OPERATOR:
-            stopped = "operator"  # every meeting would fail the same way
-            break
+    run = _Run(list(due), deadline, needed, cfg.recovery_batch, cfg.recheck_seconds)
+    workers = min(WORKERS, len(due))
+    if workers:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(_work, cfg, run) for _ in range(workers)]:
+                future.result()  # nothing is lost in a thread
     counts: dict[str, int] = {}
-    for name in results.values():
+    for name in run.results.values():
         counts[name] = counts.get(name, 0) + 1
+    stopped = run.stopped
     # Every run, nothing due included: the backlog metric and its alerts read this line.
-    logs.info("sweep", event="sweep", due=len(due), handled=len(results), stopped=stopped,
-              waited_s=round(waited, 1), **_backlog(due, at, counts, stopped, len(queue)),
+    logs.info("sweep", event="sweep", due=len(due), handled=len(run.results), stopped=stopped,
+              waited_s=round(run.waited, 1), **_backlog(due, at, counts, stopped, len(run.queue)),
               **counts)  # fmt: skip
-    return Done("swept", detail={"due": len(due), "tried": len(results), "stopped": stopped,
-                                 "results": results})  # fmt: skip
+    return Done("swept", detail={"due": len(due), "tried": len(run.results), "stopped": stopped,
+                                 "results": run.results})  # fmt: skip
 
 
 def _sweep_one(

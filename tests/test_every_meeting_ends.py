@@ -16,6 +16,8 @@ import time
 import requests
 from conftest import Functions, upload_sample, wait_for_document, wait_until
 
+from meeting_actions import sweep
+
 NESTED = '{"action_items": ' + "[" * 50_000 + "]" * 50_000 + "}"
 # The sweep's waits, scaled down: a stale queued meeting after 0.5 s, and
 # 0.5 s before looking again at one AssemblyAI could not answer for.
@@ -152,21 +154,23 @@ def test_a_rejected_key_then_the_right_one_completes_and_never_shows_error(
 
 
 def test_a_sweep_with_a_slow_gateway_stops_before_its_deadline(stack, make_functions, standin, db):
-    """Eight meetings wait for the sweep; the gateway takes 1.5 s a call, the
-    sweep's function has 8 s: it starts no call it could not finish."""
+    """Four rounds of the sweep's workers wait for it (16 meetings); the
+    gateway takes 1.5 s a call, the sweep's function has 8 s: it starts no
+    call it could not finish (none after 3.6 s: 2 s for the call, 2 for the write)."""
+    count = 4 * sweep.WORKERS
     fns = make_functions(
         STALE_QUEUED_SECONDS="0.5", FUNCTION_TIMEOUT_SECONDS="8", LLM_TIMEOUT_SECONDS="2"
     )
-    tids = lose_every_delivery(stack, standin, fns, 8)
+    tids = lose_every_delivery(stack, standin, fns, count)
     standin.fault(target="gateway", kind="delay", seconds=1.5, times=-1)
     started = time.monotonic()
     answer = requests.post(fns.recover.url, timeout=60)
     took = time.monotonic() - started
     body = answer.json()
-    print(f"the sweep stopped after {took:.1f} s, {body['tried']} of 8 meetings tried")
+    print(f"the sweep stopped after {took:.1f} s, {body['tried']} of {count} meetings tried")
     assert answer.status_code == 200 and body["stopped"] == "deadline", body
     assert took < 8, f"the sweep ran {took:.1f} s in an 8 s function"
-    assert 0 < body["tried"] < 8
+    assert 0 < body["tried"] < count
     standin.clear_faults()
     docs = sweep_until(db, fns, tids)
     assert all(d["status"] == "completed" for d in docs.values())

@@ -38,8 +38,12 @@ def test_a_refusing_model_fails_over_to_the_next_in_the_same_delivery(product): 
     assert product.deliver(tid).status_code == 200
     doc = product.doc(tid)
     assert doc["status"] == "completed", doc.get("error")
-    assert doc["llm"]["model"] == "gpt-5.5" and doc["llm"]["tried"] == asked
+    assert doc["llm"]["model"] == "gpt-5.5"
     assert asked == ["claude-sonnet-4-6", "gpt-5.5"]
+    assert doc["llm"]["tried"] == [
+        {"model": "claude-sonnet-4-6", "outcome": "refused"},
+        {"model": "gpt-5.5", "outcome": "answered"},
+    ]
 
 
 def test_a_model_not_on_the_gateways_list_is_never_asked(product):  # noqa: F811
@@ -50,6 +54,21 @@ def test_a_model_not_on_the_gateways_list_is_never_asked(product):  # noqa: F811
     assert product.deliver(tid).status_code == 200
     assert product.doc(tid)["llm"]["model"] == "gpt-5.5"
     assert asked == ["gpt-5.5"]
+
+
+def test_the_document_records_a_model_skipped_because_it_is_not_listed(product):  # noqa: F811
+    """Which models were tried includes the skipped: a person reading the
+    document sees why the answer came from a fallback without a request
+    to the preferred model. The third model, never reached, is not named."""
+    product.configure(**TWO)
+    product.aai.models = ["gpt-5.5", "gemini-3.5-flash"]
+    gateway_by_model(product)
+    tid = product.queued_meeting()
+    assert product.deliver(tid).status_code == 200
+    assert product.doc(tid)["llm"]["tried"] == [
+        {"model": "claude-sonnet-4-6", "outcome": "not listed"},
+        {"model": "gpt-5.5", "outcome": "answered"},
+    ]
 
 
 def test_a_list_that_cannot_be_read_blocks_nothing(product):  # noqa: F811
@@ -70,6 +89,12 @@ def test_a_rate_limited_model_fails_over_and_is_remembered(product):  # noqa: F8
     assert [product.doc(t)["llm"]["model"] for t in (first, second)] == ["gpt-5.5"] * 2
     # The second meeting knew the first model's "not before": it was not asked again.
     assert asked == ["claude-sonnet-4-6", "gpt-5.5", "gpt-5.5"]
+    assert [product.doc(t)["llm"]["tried"] for t in (first, second)] == [
+        [{"model": "claude-sonnet-4-6", "outcome": "rate limited"},
+         {"model": "gpt-5.5", "outcome": "answered"}],
+        [{"model": "claude-sonnet-4-6", "outcome": "still rate limited"},
+         {"model": "gpt-5.5", "outcome": "answered"}],
+    ]  # fmt: skip
 
 
 def test_a_meeting_waits_only_when_every_model_is_rate_limited(product):  # noqa: F811

@@ -39,7 +39,11 @@ def test_a_model_answering_404_fails_over_in_one_paid_call(stack, make_functions
     accepted = submit(stack, functions)
     doc = wait_for_document(db, accepted["document"])
     assert doc["status"] == "completed", doc.get("error")
-    assert doc["llm"]["model"] == FALLBACK and doc["llm"]["tried"] == [PREFERRED, FALLBACK]
+    assert doc["llm"]["model"] == FALLBACK
+    assert doc["llm"]["tried"] == [
+        {"model": PREFERRED, "outcome": "refused"},
+        {"model": FALLBACK, "outcome": "answered"},
+    ]
     calls = gateway_calls(models, accepted["transcript_id"])
     assert [(c["model"], c["status"]) for c in calls] == [(PREFERRED, 404), (FALLBACK, 200)]
     assert models.stats()["gateway_success"][accepted["transcript_id"]] == 1

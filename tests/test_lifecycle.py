@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from meeting_actions import (
     record,
     storage_object,
     submit,
+    sweep,
     uploads,
 )
 
@@ -427,6 +429,34 @@ def test_a_sweep_with_a_slow_gateway_stops_before_its_deadline(product):
     left = [t for t in tids if product.doc(t)["status"] == "queued"]
     assert len(left) == 10 - swept["tried"], "the rest wait for the next run, unclaimed"
     assert all("generation" not in product.doc(t) for t in left)
+
+
+def test_a_sweep_works_on_several_meetings_at_once_within_its_batch(product):
+    """One at a time, a run's calls would take as long as its meetings' work
+    laid end to end, and each model's next minute would open that much late;
+    the gateway's limit, not the sweep, should bound them. RECOVERY_BATCH
+    still bounds a run, counting the meetings in flight."""
+    product.configure(RECOVERY_BATCH="6")
+    tids = [product.queued_meeting() for _ in range(10)]
+    for tid in tids:
+        product.make_stale(tid)
+    lock, calls = threading.Lock(), {"now": 0, "most": 0}
+
+    def slow(_body):
+        with lock:
+            calls["now"] += 1
+            calls["most"] = max(calls["most"], calls["now"])
+        time.sleep(0.3)  # the gateway's latency, not a wait on a condition
+        with lock:
+            calls["now"] -= 1
+        return answer(GOOD_CONTENT)
+
+    product.aai.gateway = slow
+    swept = product.sweep()
+    assert calls["most"] == sweep.WORKERS > 1
+    assert swept["stopped"] == "batch" and swept["tried"] == 6
+    assert sum(product.aai.gateway_calls.values()) == 6
+    assert sorted(product.doc(t)["status"] for t in tids) == ["completed"] * 6 + ["queued"] * 4
 
 
 def test_the_webhook_keeps_time_for_its_final_write(product, monkeypatch):
