@@ -1127,7 +1127,7 @@ SUBMIT_URL=$(function_url "$FN_SUBMIT")
 # a time (its batch is sized to the gateway's rate limit: RECOVERY_BATCH).
 deploy_function "$FN_RECOVER" recover_meetings "$RECOVER_SA" 540 "$S_KEY,$S_NOTIFY" \
   THREADS=1 -- \
-  --trigger-http --no-allow-unauthenticated --memory=256Mi --cpu=1 --concurrency=1 --max-instances=1
+  --trigger-http --no-allow-unauthenticated --memory=512Mi --cpu=1 --concurrency=1 --max-instances=1
 RECOVER_URL=$(function_url "$FN_RECOVER")
 grant_invoker "$FN_RECOVER" "$SCHEDULER_SA"
 job_flags=(--location="$REGION" --schedule='* * * * *' --uri="$RECOVER_URL" --http-method=post

@@ -65,8 +65,8 @@ def reschedule(cfg: Config, tid: str, fields: dict[str, Any], version: Any) -> N
 # model's next minute opened late by its 30 calls' time, since the gateway
 # counts Retry-After (whole seconds) from the last of them. The rate limit,
 # not this, bounds the calls. Each meeting in flight holds its transcript:
-# four ten-hour ones need 131 + 64 + 4 x 6.9 = 223 MiB of the sweep's 256
-# (deploy.sh; BENCHMARKS.md, "The budget per meeting in flight"), so more
+# four ten-hour ones need 131 + 64 + 4 x 6.9 = 223 MiB, and deploy.sh gives
+# the sweep 512 MiB (BENCHMARKS.md, "The budget per meeting in flight"): more
 # workers need more memory.
 WORKERS = 4
 
