@@ -62,8 +62,9 @@ class Console:
         if not notified:
             return tid, doc
         doc = wait_until(
+            # A first attempt that fails under load is retried by the sweep: wait for it.
             lambda: (d := self.doc(db, tid))["notification"]["status"] == "delivered" and d,
-            20,
+            90,
             "the first notification to be delivered",
         )
         return tid, doc
