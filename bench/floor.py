@@ -38,7 +38,7 @@ from collections.abc import Callable
 import requests
 from google.cloud import firestore
 
-from bench import stats
+from bench import floor_function, stats
 from local import stack as local_stack
 from meeting_actions import config, prompt, record
 from meeting_actions.config import WEBHOOK_SECRET_HEADER
@@ -83,17 +83,7 @@ def _floor(
         if read_transcript:
             transcript = session.get(f"{standin_url}/v2/transcript/{tid}", timeout=30).json()
             facts = {k: transcript[k] for k in ("audio_duration", "language_code")}
-        answer = session.post(
-            f"{standin_url}/v1/chat/completions",
-            json={
-                "model": "claude-sonnet-4-6",
-                "transcript_id": tid,
-                "messages": [{"role": "user", "content": "Action items? {{ transcript }}"}],
-            },
-            timeout=30,
-        )
-        answer.raise_for_status()
-        content = answer.json()["choices"][0]["message"]["content"]
+        content = floor_function.ask(session, f"{standin_url}/v1", tid)
         ref.update({"status": "completed", "action_items_text": content, **facts})
 
     return submit, webhook

@@ -22,6 +22,21 @@ def _clients() -> tuple[requests.Session, firestore.Client]:
     return session, firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
 
 
+def ask(session: requests.Session, gateway_url: str, tid: str) -> str:
+    """The floor's one gateway call: the placeholder prompt, minimal body."""
+    answer = session.post(
+        f"{gateway_url}/chat/completions",
+        json={
+            "model": "claude-sonnet-4-6",
+            "transcript_id": tid,
+            "messages": [{"role": "user", "content": "Action items? {{ transcript }}"}],
+        },
+        timeout=30,
+    )
+    answer.raise_for_status()
+    return answer.json()["choices"][0]["message"]["content"]
+
+
 @firestore.transactional
 def _claim(transaction: firestore.Transaction, ref: firestore.DocumentReference) -> None:
     ref.get(transaction=transaction)
@@ -34,16 +49,6 @@ def floor_webhook(request: flask.Request) -> tuple[dict, int]:
     tid = request.get_json()["transcript_id"]
     ref = db.collection(os.environ.get("FIRESTORE_COLLECTION", "meetings")).document(tid)
     _claim(db.transaction(), ref)
-    answer = session.post(
-        f"{os.environ['LLM_GATEWAY_BASE_URL']}/chat/completions",
-        json={
-            "model": "claude-sonnet-4-6",
-            "transcript_id": tid,
-            "messages": [{"role": "user", "content": "Action items? {{ transcript }}"}],
-        },
-        timeout=30,
-    )
-    answer.raise_for_status()
-    content = answer.json()["choices"][0]["message"]["content"]
+    content = ask(session, os.environ["LLM_GATEWAY_BASE_URL"], tid)
     ref.update({"status": "completed", "action_items_text": content})
     return {"status": "completed"}, 200
