@@ -23,7 +23,9 @@ from google.api_core import exceptions
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
+from google.cloud.firestore_v1.types import Document
 
+from . import firestore_writes
 from .config import Config
 
 # Short retries on the request path: the webhook has 10 seconds to answer,
@@ -90,11 +92,12 @@ class FirestoreStore:
             )
         except exceptions.NotFound:
             return None, None
-        return _helpers.decode_dict(doc.fields, client), doc.update_time
+        # Decoded from the protobuf itself, not its proto-plus wrapper: half the CPU.
+        return _helpers.decode_dict(Document.pb(doc).fields, client), doc.update_time
 
     def create(self, collection: str, doc_id: str, fields: dict[str, Any], **retry: Any) -> Any:
-        ref = self.client.collection(collection).document(doc_id)
-        return ref.create(fields, **(retry or QUICK)).update_time
+        name = self.client.collection(collection).document(doc_id)._document_path
+        return self._commit(firestore_writes.create(name, fields), retry)
 
     def update(
         self,
@@ -104,13 +107,18 @@ class FirestoreStore:
         if_version: Any = None,
         **retry: Any,
     ) -> Any:
-        option = (
-            self.client.write_option(last_update_time=if_version)
-            if if_version is not None
-            else None
+        name = self.client.collection(collection).document(doc_id)._document_path
+        return self._commit(firestore_writes.update(name, fields, if_version), retry)
+
+    def _commit(self, write: Any, retry: dict[str, Any]) -> Any:
+        """One write, committed as WriteBatch.commit does; its update time."""
+        client = self.client
+        answer = client._firestore_api.commit(
+            request=firestore_writes.commit_request(client._database_string, write),
+            metadata=client._rpc_metadata,
+            **(retry or QUICK),
         )
-        ref = self.client.collection(collection).document(doc_id)
-        return ref.update(fields, option=option, **(retry or QUICK)).update_time
+        return answer.write_results[0].update_time
 
     def due(
         self, collection: str, field: str, at: dt.datetime, limit: int
