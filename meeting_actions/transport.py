@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 CONNECT_TIMEOUT = 5.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -99,7 +100,7 @@ def request(
             break
         timeout = (min(CONNECT_TIMEOUT, remaining), min(read_timeout, remaining))
         try:
-            response = session().request(method, url, timeout=timeout, **kwargs)
+            response = _send(method, url, timeout, **kwargs)
         except requests.RequestException as exc:
             last_error = exc
             if (not resend_if_maybe_sent and _maybe_sent(exc)) or attempt == attempts:
@@ -120,6 +121,41 @@ def request(
     if last_error is None:
         raise TransportError(f"no answer from {_host(url)} before the deadline")
     raise TransportError(f"{_host(url)} did not answer: {_describe(last_error)}")
+
+
+def _send(
+    method: str,
+    url: str,
+    timeout: tuple[float, float],
+    headers: dict[str, str] | None = None,
+    stream: bool = False,
+    **body: Any,
+) -> requests.Response:
+    """One exchange through the session's adapter, without Session.request.
+
+    Session.request merges cookies, hooks and settings and looks for
+    redirects on every call: 0.3 ms of CPU a call, a tenth of a meeting's
+    (BENCHMARKS.md). None of it applies here: the session holds no cookies
+    or hooks, and AssemblyAI's API answers without redirects; a 3xx is
+    returned as it came, so the key is never sent anywhere else. With
+    trust_env on (see session()), requests' own per-request lookup is kept.
+    """
+    s = session()
+    if s.trust_env:
+        return s.request(method, url, timeout=timeout, headers=headers, stream=stream, **body)
+    merged = CaseInsensitiveDict(s.headers)  # User-Agent, Accept-Encoding: gzip ...
+    for key, value in (headers or {}).items():
+        if value is None:
+            merged.pop(key, None)  # as requests' merge_setting
+        else:
+            merged[key] = value
+    prepared = requests.Request(method, url, headers=merged, **body).prepare()
+    response = s.get_adapter(url).send(
+        prepared, stream=stream, timeout=timeout, verify=s.verify, proxies=s.proxies, cert=s.cert
+    )
+    if not stream:
+        response.content  # noqa: B018 - read now, so the connection goes back to the pool
+    return response
 
 
 def _maybe_sent(exc: requests.RequestException) -> bool:

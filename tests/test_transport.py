@@ -20,13 +20,19 @@ class _Recorder(http.server.ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.peers: set[int] = set()  # client ports: one per connection
         recorder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 recorder.lines.append(self.requestline)
+                recorder.headers.append(dict(self.headers.items()))
+                recorder.peers.add(self.client_address[1])
                 body = json.dumps({"ok": True}).encode()
-                self.send_response(200)
+                self.send_response(200 if self.path != "/moved" else 302)
+                if self.path == "/moved":
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -35,6 +41,7 @@ class _Recorder(http.server.ThreadingHTTPServer):
             def log_message(self, *args: object) -> None:
                 pass
 
+        Handler.protocol_version = "HTTP/1.1"  # keep-alive, as AssemblyAI's API
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -96,3 +103,29 @@ def test_no_sleep_after_the_last_attempt(monkeypatch):
     with pytest.raises(transport.TransportError):
         transport.request("GET", url, deadline=time.monotonic() + 60, read_timeout=1, attempts=3)
     assert len(slept) == 2, f"slept {len(slept)} times for 3 attempts"
+
+
+def test_each_request_carries_the_sessions_headers_and_its_own(servers) -> None:
+    """The exchange skips Session.request (for CPU), not what it sends: the
+    session's headers (gzip accepted) with the call's own, on one pooled
+    connection; and None removes a header, as requests' merge does."""
+    _, direct = servers
+    for _ in range(2):
+        answer = transport.request("GET", f"{direct.url}/v2/transcript/abc",
+                                   deadline=time.monotonic() + 10, read_timeout=5,
+                                   headers={"Authorization": "key", "Accept": None})  # fmt: skip
+        assert answer.json() == {"ok": True}
+    sent = direct.headers[-1]
+    assert sent["Authorization"] == "key"
+    assert "gzip" in sent["Accept-Encoding"]
+    assert sent["User-Agent"].startswith("python-requests/")
+    assert "Accept" not in sent
+    assert len(direct.peers) == 1, "each answer is read and its connection reused"
+
+
+def test_a_redirect_is_returned_not_followed(servers) -> None:
+    """AssemblyAI's API never redirects: a 3xx goes back to the caller as
+    it came, and the key is never sent to another address."""
+    _, direct = servers
+    assert _get(f"{direct.url}/moved") == 302
+    assert direct.lines == ["GET /moved HTTP/1.1"]
