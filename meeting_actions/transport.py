@@ -134,7 +134,7 @@ def _send(
     """One exchange through the session's adapter, without Session.request.
 
     Session.request merges cookies, hooks and settings and looks for
-    redirects on every call: 0.3 ms of CPU a call, a tenth of a meeting's
+    redirects on every call: 0.3 ms of CPU a call, three calls a meeting
     (BENCHMARKS.md). None of it applies here: the session holds no cookies
     or hooks, and AssemblyAI's API answers without redirects; a 3xx is
     returned as it came, so the key is never sent anywhere else. With
