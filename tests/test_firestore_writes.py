@@ -130,3 +130,17 @@ def test_the_commit_request_carries_the_write_unchanged() -> None:
     assert isinstance(request, CommitRequest)
     assert request.database == "projects/p/databases/(default)"
     assert CommitRequest.pb(request).writes[0] == write
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**63, -(2**63) - 1, "lone \ud800", {"k": "\udfff"}, bytearray(b"x")],
+    ids=["int64 over", "int64 under", "surrogate", "nested surrogate", "bytearray"],
+)
+def test_a_value_firestore_cannot_hold_fails_as_the_library_fails(value) -> None:
+    """Callers catch these (generate.py: ValueError, TypeError, UnicodeError)."""
+    with pytest.raises(Exception) as library:
+        _helpers.pbs_for_update(NAME, {"a": value}, None)
+    with pytest.raises(type(library.value)) as ours:
+        firestore_writes.update(NAME, {"a": value})
+    assert str(ours.value) == str(library.value)
