@@ -17,6 +17,7 @@ in a document, by Firestore's rules, for byte budgets.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # Firestore's limit for a whole document is 1 MiB; a single string field
@@ -51,6 +52,10 @@ def has_lone_surrogate(value: str) -> bool:
     return False
 
 
+# A single character class: one linear scan, in C.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check(value: Any, field: str, max_bytes: int, control: bool = False) -> str:
     """`value` if it is a string Firestore can store within `max_bytes`.
 
@@ -63,7 +68,7 @@ def check(value: Any, field: str, max_bytes: int, control: bool = False) -> str:
         raise BadText(field, "holds invalid Unicode (a lone surrogate, such as a cut emoji)")
     if utf8_size(value) > max_bytes:
         raise BadText(field, f"is longer than {max_bytes} bytes in UTF-8")
-    if not control and any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if not control and _CONTROL.search(value):
         raise BadText(field, "holds control characters")
     return value
 
