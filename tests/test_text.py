@@ -47,3 +47,17 @@ def test_stored_size_counts_as_firestore_does():
     assert text.stored_size("日本") == 7
     assert text.stored_size({"ab": "c", "n": 5, "z": None, "t": True}) == 5 + 10 + 3 + 3
     assert text.stored_size([1, 2.5, "x"]) == 8 + 8 + 2
+
+
+def test_control_characters_are_exactly_c0_and_del():
+    """Refused: U+0000-U+001F and U+007F; every other character of the
+    first two UTF-8 byte lengths passes (C1 controls and NBSP included)."""
+    for code in range(0x800):
+        refused = code < 0x20 or code == 0x7F
+        value = f"a{chr(code)}b"
+        if refused:
+            with pytest.raises(text.BadText, match="control characters"):
+                text.check(value, "f", 100)
+        else:
+            assert text.check(value, "f", 100) == value
+        assert text.check(value, "f", 100, control=True) == value
