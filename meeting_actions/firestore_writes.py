@@ -23,7 +23,7 @@ from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.field_path import FieldPath
-from google.cloud.firestore_v1.types import CommitRequest, Write, document
+from google.cloud.firestore_v1.types import CommitRequest, Precondition, Write, document
 
 _Write = Write.pb()
 _REQUEST_TIME = 1  # DocumentTransform.FieldTransform.ServerValue.REQUEST_TIME
@@ -104,9 +104,9 @@ def update(name: str, fields: dict[str, Any], if_version: dt.datetime | None = N
     if if_version is None:
         write.current_document.exists = True
     else:
-        # To the microsecond, as the library's LastUpdateOption: Firestore's
-        # update times have no finer part.
-        write.current_document.update_time.FromDatetime(if_version)
+        # Converted as the library's LastUpdateOption converts it (one
+        # message: the cost is in the values, not here).
+        write.current_document.CopyFrom(Precondition.pb(Precondition(update_time=if_version)))
     _stamp(write, stamped)
     return write
 

@@ -15,12 +15,17 @@ from google.api_core.datetime_helpers import DatetimeWithNanoseconds
 from google.cloud import firestore
 from google.cloud.firestore_v1 import _helpers
 from google.cloud.firestore_v1.types import CommitRequest, Write
+from proto import datetime_helpers as proto_datetime
 
 from meeting_actions import firestore_writes
 
 NAME = "projects/p/databases/(default)/documents/meetings/abc"
 WHEN = dt.datetime(2026, 12, 2, 12, 30, 1, 123456, tzinfo=dt.UTC)
 NANOS = DatetimeWithNanoseconds(2026, 12, 2, 12, 30, 1, nanosecond=123456789, tzinfo=dt.UTC)
+# What a commit's update_time is: proto-plus's own class, which keeps its nanoseconds.
+UPDATE_TIME = proto_datetime.DatetimeWithNanoseconds(
+    2026, 12, 2, 12, 30, 1, nanosecond=123456789, tzinfo=dt.UTC
+)
 
 # Every shape the product writes: a queued document, a claim, a final result.
 CASES = {
@@ -42,6 +47,7 @@ CASES = {
             "holder": "h",
             "lease_expires_at": NANOS,
             "claimed_at": WHEN,
+            "read_back": UPDATE_TIME,
             "attempts": 1,
             "unsettled": True,
         },  # fmt: skip
@@ -93,7 +99,9 @@ def _library(write: Write) -> bytes:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("version", [None, WHEN, NANOS], ids=["exists", "datetime", "nanos"])
+@pytest.mark.parametrize(
+    "version", [None, WHEN, NANOS, UPDATE_TIME], ids=["exists", "datetime", "nanos", "update time"]
+)
 def test_an_update_is_the_librarys_update(case: str, version) -> None:
     fields = CASES[case]
     option = None if version is None else _helpers.LastUpdateOption(version)
