@@ -77,6 +77,11 @@ CASES = {
         "nested": [[1, 2], (3, 4.5)],
         "floats": [0.0, -1.5, float("inf"), 1e300],
         "bytes": b"\x00\xff",
+        "times": [
+            dt.datetime(2026, 1, 1, 9, 0, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+            dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        ],
         "flags": [True, False],
         "note": None,
         "completed_at": firestore.SERVER_TIMESTAMP,
