@@ -142,7 +142,8 @@ def _send(
     """
     s = session()
     if s.trust_env:
-        return s.request(method, url, timeout=timeout, headers=headers, stream=stream, **body)
+        return s.request(method, url, timeout=timeout, headers=headers, stream=stream,
+                         allow_redirects=False, **body)  # fmt: skip
     merged = CaseInsensitiveDict(s.headers)  # User-Agent, Accept-Encoding: gzip ...
     for key, value in (headers or {}).items():
         if value is None:

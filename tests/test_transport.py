@@ -129,3 +129,12 @@ def test_a_redirect_is_returned_not_followed(servers) -> None:
     _, direct = servers
     assert _get(f"{direct.url}/moved") == 302
     assert direct.lines == ["GET /moved HTTP/1.1"]
+
+
+def test_a_redirect_is_not_followed_through_a_proxy_either(servers, monkeypatch) -> None:
+    """With NO_PROXY set, requests' own path is taken (trust_env): the same rule."""
+    proxy, direct = servers
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _get(f"{direct.url}/moved") == 302
+    assert direct.lines == ["GET /moved HTTP/1.1"]
