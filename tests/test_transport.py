@@ -76,10 +76,15 @@ def test_requests_go_through_the_configured_proxy(servers, monkeypatch) -> None:
     assert proxy.lines == ["GET http://assemblyai.invalid/v2/transcript/abc HTTP/1.1"]
 
 
-def test_no_proxy_exceptions_are_honoured(servers, monkeypatch) -> None:
-    proxy, direct = servers
+def _proxy_except_loopback(monkeypatch, proxy: _Recorder) -> None:
+    """A proxy with an exception: the session keeps requests' own lookup (trust_env)."""
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
+def test_no_proxy_exceptions_are_honoured(servers, monkeypatch) -> None:
+    proxy, direct = servers
+    _proxy_except_loopback(monkeypatch, proxy)
     assert _get(f"{direct.url}/v2/transcript/abc") == 200
     assert direct.lines == ["GET /v2/transcript/abc HTTP/1.1"]
     assert proxy.lines == []
@@ -123,18 +128,13 @@ def test_each_request_carries_the_sessions_headers_and_its_own(servers) -> None:
     assert len(direct.peers) == 1, "each answer is read and its connection reused"
 
 
-def test_a_redirect_is_returned_not_followed(servers) -> None:
+@pytest.mark.parametrize("path", ["adapter", "requests' own"])
+def test_a_redirect_is_returned_not_followed(servers, monkeypatch, path: str) -> None:
     """AssemblyAI's API never redirects: a 3xx goes back to the caller as
-    it came, and the key is never sent to another address."""
-    _, direct = servers
-    assert _get(f"{direct.url}/moved") == 302
-    assert direct.lines == ["GET /moved HTTP/1.1"]
-
-
-def test_a_redirect_is_not_followed_through_a_proxy_either(servers, monkeypatch) -> None:
-    """With NO_PROXY set, requests' own path is taken (trust_env): the same rule."""
+    it came, and the key is never sent to another address, on the fast
+    path and on requests' own (a proxy with NO_PROXY) alike."""
     proxy, direct = servers
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    if path == "requests' own":
+        _proxy_except_loopback(monkeypatch, proxy)
     assert _get(f"{direct.url}/moved") == 302
     assert direct.lines == ["GET /moved HTTP/1.1"]
